@@ -1,0 +1,7 @@
+"""Observability for Flask apps on Redis: errors, health heartbeats and cache invalidation."""
+
+from .config import ConfigurationError
+from .extension import TickStockMonitor
+from .publisher import MonitoringPublisher
+
+__all__ = ["ConfigurationError", "MonitoringPublisher", "TickStockMonitor"]

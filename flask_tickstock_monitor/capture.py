@@ -1,0 +1,361 @@
+"""Where errors come from: Flask's request hooks, logging, blinker signals and explicit calls.
+
+Everything here runs on the thread that had the error, so it only captures (the exception
+object and a small request snapshot), throttles and enqueues; formatting, scrubbing and
+serialising happen on the publisher thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, g, has_request_context, request
+
+from . import events
+from .transport import Dropped, Outgoing, on_monitoring_thread
+
+if TYPE_CHECKING:
+    from .extension import MonitorState
+
+_CAPTURED = "__tickstock_captured__"
+_G_CAPTURED = "_tickstock_captured"
+_G_HANDLED = "_tickstock_handled_exc"
+
+
+def severity_for_level(levelno: int) -> str:
+    if levelno >= logging.CRITICAL:
+        return "critical"
+    if levelno >= logging.ERROR:
+        return "error"
+    return "warning"
+
+
+class Throttle:
+    """Lets ``limit`` identical errors through per ``window`` seconds and counts the rest."""
+
+    def __init__(self, limit: int, window: float, max_keys: int = 10_000):
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._windows: dict[Any, list[Any]] = {}  # key -> [window start, count, suppressed]
+
+    def admit(self, key: Any) -> tuple[bool, int]:
+        """``(allowed, suppressed since the last admitted one)``."""
+        if self.limit <= 0:
+            return True, 0
+        now = time.monotonic()
+        with self._lock:
+            entry = self._windows.get(key)
+            if entry is None:
+                if len(self._windows) >= self.max_keys:
+                    self._expire(now)
+                self._windows[key] = [now, 1, 0]
+                return True, 0
+            if now - entry[0] >= self.window:
+                suppressed = entry[2]
+                entry[0], entry[1], entry[2] = now, 1, 0
+                return True, suppressed
+            if entry[1] < self.limit:
+                entry[1] += 1
+                return True, 0
+            entry[2] += 1
+            return False, 0
+
+    def _expire(self, now: float) -> None:
+        stale = [k for k, v in self._windows.items() if now - v[0] >= self.window and not v[2]]
+        for key in stale:
+            del self._windows[key]
+        if len(self._windows) >= self.max_keys:  # all busy: forget the oldest half
+            oldest = sorted(self._windows.items(), key=lambda kv: kv[1][0])
+            for key, _ in oldest[: len(oldest) // 2]:
+                del self._windows[key]
+
+
+def exception_key(exc: BaseException) -> tuple[Any, ...]:
+    """Same type raised at the same place: the innermost frame of the traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return (type(exc), str(exc)[:200])
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return (type(exc), tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+
+
+def mark_captured(exc: BaseException) -> bool:
+    """Mark ``exc`` as published; ``False`` if it already was (one error, one event)."""
+    if getattr(exc, _CAPTURED, False):
+        return False
+    try:
+        setattr(exc, _CAPTURED, True)
+    except (AttributeError, TypeError):  # exceptions with __slots__: rely on the request flag
+        pass
+    return True
+
+
+def request_snapshot(state: MonitorState) -> dict[str, Any]:
+    """The small, safe part of the current request: never bodies, cookies or IP by default."""
+    if not has_request_context():
+        return {}
+    config = state.config
+    snapshot: dict[str, Any] = {
+        "endpoint": request.endpoint,
+        "method": request.method,
+        "path": request.path,
+    }
+    if config.include_query and request.args:
+        snapshot["query"] = request.args.to_dict(flat=False)
+    if config.include_headers:
+        snapshot["headers"] = state.scrubber.headers_view(request.headers.items())
+    if config.include_client_ip:
+        snapshot["client_ip"] = request.remote_addr
+    return snapshot
+
+
+class ErrorCapture:
+    """Turns errors of one app into queued events on ``state.publisher``."""
+
+    def __init__(self, state: MonitorState):
+        self.state = state
+        config = state.config
+        self.throttle = Throttle(config.throttle_limit, config.throttle_window)
+        self.recent_ids: deque[str] = deque(maxlen=256)
+        self.recent_messages: deque[str] = deque(maxlen=256)
+        self.log_handler: MonitorLogHandler | None = None
+        self.signal_receivers: list[tuple[Any, Callable[..., None]]] = []
+
+    # the one entry point -------------------------------------------------------------------------
+
+    def capture(
+        self,
+        *,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        severity: str = "error",
+        component: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        key: Any = None,
+        category: str | None = None,
+        origin: str = "explicit",
+    ) -> str | None:
+        """Queue an error event; returns its ``error_id``, or ``None`` when it was not queued."""
+        state = self.state
+        if not state.active or not state.config.errors_enabled:
+            return None
+        if severity not in events.SEVERITIES:
+            raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
+        if exc is not None and not mark_captured(exc):
+            return None
+        if has_request_context():
+            if exc is not None and getattr(g, _G_CAPTURED, None) is exc:
+                return None
+            setattr(g, _G_CAPTURED, exc if exc is not None else True)
+        if key is None:
+            key = exception_key(exc) if exc is not None else (component, message)
+        allowed, suppressed = self.throttle.admit(key)
+        if not allowed:
+            state.publisher.count_drop("throttled")
+            return None
+        error_id = events.new_id()
+        snapshot = request_snapshot(state)
+        fields = dict(context or {})
+        if snapshot:
+            fields = {**snapshot, **fields}
+        timestamp = time.time()
+        item = Outgoing(
+            channel=state.config.channel_errors,
+            build=lambda: self._build(
+                error_id, exc, message, severity, component, fields, timestamp, suppressed,
+                category, origin,
+            ),
+            kind="error",
+        )
+        return error_id if state.publisher.submit(item) else None
+
+    def _build(
+        self,
+        error_id: str,
+        exc: BaseException | None,
+        message: str | None,
+        severity: str,
+        component: str | None,
+        context: dict[str, Any],
+        timestamp: float,
+        suppressed: int,
+        category: str | None,
+        origin: str,
+    ) -> dict[str, Any]:
+        config = self.state.config
+        if message is None:
+            message = f"{type(exc).__name__}: {exc}" if exc is not None else "error"
+        extra: dict[str, Any] = {"origin": origin, "instance_id": self.state.instance_id}
+        if suppressed:
+            extra["suppressed"] = suppressed
+        if category:
+            extra["category"] = category
+        return events.error_event(
+            error_id=error_id,
+            source=config.source,
+            component=component or config.component,
+            severity=severity,
+            message=events.truncate(str(message), config.max_message_chars),
+            timestamp=timestamp,
+            error_type=type(exc).__name__ if exc is not None else None,
+            traceback_text=events.format_traceback(exc, config.max_traceback_chars)
+            if exc is not None and exc.__traceback__ is not None
+            else None,
+            context=self.state.scrubber(context),
+            **extra,
+        )
+
+    def remember_published(self, event: Mapping[str, Any]) -> None:
+        """Called on the publisher thread: what we published, so that its echo is not."""
+        self.recent_ids.append(event["error_id"])
+        message = event.get("message")
+        if isinstance(message, str) and len(message) >= 8:
+            self.recent_messages.append(message)
+
+    def is_echo(self, record: logging.LogRecord, text: str) -> bool:
+        if getattr(record, "error_id", None) in self.recent_ids:
+            return True
+        return any(message in text for message in list(self.recent_messages))
+
+    # Flask ------------------------------------------------------------------------------------
+
+    def attach_to_app(self, app: Flask) -> None:
+        from flask import got_request_exception
+
+        got_request_exception.connect(self._on_request_exception, app, weak=False)
+        if self.state.config.capture_5xx:
+            app.after_request(self._after_request)
+            original = app.handle_user_exception
+
+            # The app's own error handlers swallow exceptions before any signal sees them;
+            # remember the exception so a 5xx they return can still say what it was.
+            def handle_user_exception(e: Exception) -> Any:
+                if has_request_context():
+                    setattr(g, _G_HANDLED, e)
+                return original(e)
+
+            app.handle_user_exception = handle_user_exception  # type: ignore[method-assign]
+
+    def _on_request_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
+        self.capture(exc=exception, severity="error", origin="unhandled")
+
+    def _after_request(self, response: Any) -> Any:
+        if response.status_code >= 500 and not getattr(g, _G_CAPTURED, None):
+            exc = getattr(g, _G_HANDLED, None)
+            if exc is not None and getattr(exc, _CAPTURED, False):
+                return response
+            status = response.status
+            message = (
+                f"HTTP {status} from {request.endpoint}: {type(exc).__name__}: {exc}"
+                if exc is not None
+                else f"HTTP {status} from {request.endpoint}"
+            )
+            self.capture(
+                message=message,
+                exc=exc,
+                context={"status": response.status_code},
+                key=("5xx", request.endpoint, response.status_code, type(exc)),
+                origin="handled_5xx",
+            )
+        return response
+
+    # logging ----------------------------------------------------------------------------------
+
+    def attach_logging(self) -> None:
+        config = self.state.config
+        if not config.capture_logging:
+            return
+        self.log_handler = MonitorLogHandler(self, config.log_level, config.ignore_loggers)
+        logging.getLogger().addHandler(self.log_handler)
+
+    def detach(self) -> None:
+        if self.log_handler is not None:
+            logging.getLogger().removeHandler(self.log_handler)
+            self.log_handler = None
+        for signal, receiver in self.signal_receivers:
+            signal.disconnect(receiver)
+        self.signal_receivers.clear()
+
+    # blinker ----------------------------------------------------------------------------------
+
+    def track_signal(
+        self,
+        signal: Any,
+        *,
+        severity: str = "error",
+        message: str | None = None,
+        component: str | None = None,
+    ) -> Callable[..., None]:
+        if severity not in events.SEVERITIES:
+            raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
+        name = getattr(signal, "name", repr(signal))
+
+        def receiver(sender: Any, **kwargs: Any) -> None:
+            exc = next((v for v in kwargs.values() if isinstance(v, BaseException)), None)
+            context = {k: v for k, v in kwargs.items() if v is not exc}
+            context["signal"] = name
+            if sender is not None:
+                context["sender"] = getattr(sender, "name", None) or repr(sender)[:200]
+            self.capture(
+                message=message or (f"{name}: {exc}" if exc is not None else f"signal {name}"),
+                exc=exc,
+                severity=severity,
+                component=component,
+                context=context,
+                key=("signal", name, type(exc)),
+                origin="signal",
+            )
+
+        signal.connect(receiver, weak=False)
+        self.signal_receivers.append((signal, receiver))
+        return receiver
+
+
+class MonitorLogHandler(logging.Handler):
+    """Publishes log records at or above a level, built never to publish its own echo."""
+
+    def __init__(self, capture: ErrorCapture, level: int, ignore: tuple[str, ...]):
+        super().__init__(level)
+        self.capture = capture
+        self.ignore = ignore
+        self._ignored: dict[str, bool] = {}
+
+    def _is_ignored(self, name: str) -> bool:
+        ignored = self._ignored.get(name)
+        if ignored is None:
+            ignored = any(name == p or name.startswith(p + ".") for p in self.ignore)
+            if len(self._ignored) < 10_000:
+                self._ignored[name] = ignored
+        return ignored
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if on_monitoring_thread() or self._is_ignored(record.name):
+                return
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None and getattr(exc, _CAPTURED, False):
+                return  # e.g. Flask's "Exception on /path": already published by the hook
+            text = record.getMessage()
+            if self.capture.is_echo(record, text):
+                return
+            self.capture.capture(
+                message=text,
+                exc=exc,
+                severity=severity_for_level(record.levelno),
+                component=record.name,
+                context={"logger": record.name, "function": record.funcName, "line": record.lineno},
+                key=("log", record.name, record.pathname, record.lineno),
+                origin="logging",
+            )
+        except Dropped:
+            pass
+        except Exception:
+            self.handleError(record)

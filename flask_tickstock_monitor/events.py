@@ -1,0 +1,291 @@
+"""Message builders and validators for the three channels (see DESIGN.md, "Message contracts").
+
+Builders run on the publisher thread, never on a request thread. Validators are the only way a
+received message reaches any code: JSON only, nothing is unpickled or evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SEVERITIES = ("warning", "error", "critical")
+STATUSES = ("healthy", "degraded", "unhealthy")
+ACTIONS = ("invalidate", "clear")
+
+#: Keys whose values are replaced by :data:`SCRUBBED` wherever they appear in ``context``.
+DEFAULT_SCRUB_KEYS = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "access_key",
+    "authorization",
+    "auth",
+    "cookie",
+    "session",
+    "csrf",
+    "xsrf",
+    "private_key",
+    "credit_card",
+    "creditcard",
+    "card_number",
+    "cvv",
+    "ssn",
+    "dsn",
+)
+#: Request headers whose values are never published.
+DEFAULT_SCRUB_HEADERS = ("authorization", "cookie", "set-cookie", "x-api-key", "proxy-authorization")
+SCRUBBED = "[scrubbed]"
+TRUNCATED = "…[truncated]"
+
+
+class InvalidMessage(ValueError):
+    """A received message broke its contract. ``reason`` is a short, countable code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
+
+
+class Scrubber:
+    """Removes secrets from a context and caps its depth, breadth and size (truncates, never drops)."""
+
+    def __init__(
+        self,
+        keys: Iterable[str] = (),
+        headers: Iterable[str] = (),
+        *,
+        max_depth: int = 5,
+        max_items: int = 50,
+        max_bytes: int = 16_384,
+        max_string: int = 1_024,
+    ):
+        words = [re.escape(k.lower()).replace("_", "[-_ ]?") for k in (*DEFAULT_SCRUB_KEYS, *keys)]
+        self._key = re.compile("|".join(words), re.IGNORECASE)
+        self.headers = {h.lower() for h in (*DEFAULT_SCRUB_HEADERS, *headers)}
+        self.max_depth = max_depth
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.max_string = max_string
+
+    def is_secret_key(self, key: str) -> bool:
+        return bool(self._key.search(key))
+
+    def headers_view(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+        return {
+            name: SCRUBBED if name.lower() in self.headers else value for name, value in headers
+        }
+
+    def __call__(self, value: Any) -> Any:
+        cleaned = self._clean(value, 0, self.max_string)
+        size = len(json.dumps(cleaned, default=str))
+        string_cap = self.max_string
+        # Shrink every string until the whole context fits; structure is kept so nothing is lost
+        # silently, each shortened value says it was truncated.
+        while size > self.max_bytes and string_cap > 16:
+            string_cap //= 4
+            cleaned = self._clean(value, 0, string_cap)
+            size = len(json.dumps(cleaned, default=str))
+        if size > self.max_bytes:
+            return {"_truncated": truncate(json.dumps(cleaned, default=str), self.max_bytes // 2)}
+        return cleaned
+
+    def _clean(self, value: Any, depth: int, string_cap: int) -> Any:
+        if value is None or isinstance(value, (bool, int)):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else str(value)
+        if isinstance(value, str):
+            return truncate(value, string_cap)
+        if isinstance(value, bytes):
+            return truncate(value.decode("utf-8", "replace"), string_cap)
+        if depth >= self.max_depth:
+            return TRUNCATED
+        if isinstance(value, Mapping):
+            out: dict[str, Any] = {}
+            for i, (key, item) in enumerate(value.items()):
+                if i >= self.max_items:
+                    out["_truncated_items"] = len(value) - self.max_items
+                    break
+                name = str(key)
+                out[name] = (
+                    SCRUBBED
+                    if self.is_secret_key(name)
+                    else self._clean(item, depth + 1, string_cap)
+                )
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            items = list(value)
+            out_list = [self._clean(item, depth + 1, string_cap) for item in items[: self.max_items]]
+            if len(items) > self.max_items:
+                out_list.append(f"{TRUNCATED} {len(items) - self.max_items} more")
+            return out_list
+        return truncate(repr(value), string_cap)
+
+
+def format_traceback(exc: BaseException, limit: int) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) <= limit:
+        return text
+    # Keep the end: the innermost frames and the exception line are what a reader needs.
+    return TRUNCATED + text[-(limit - len(TRUNCATED)) :]
+
+
+def error_event(
+    *,
+    source: str,
+    component: str,
+    severity: str,
+    message: str,
+    timestamp: float,
+    error_id: str | None = None,
+    error_type: str | None = None,
+    traceback_text: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The error contract: a superset of the seed card's and TickStockAppV2's ``ErrorMessage``."""
+    event: dict[str, Any] = {
+        "type": "application_error",
+        "error_id": error_id or new_id(),
+        "source": source,
+        "severity": severity,
+        "component": component,
+        "message": message,
+        "timestamp": timestamp,
+        "context": dict(context or {}),
+    }
+    if error_type:
+        event["error_type"] = error_type
+    if traceback_text:
+        event["traceback"] = traceback_text
+    event.update(extra)
+    return event
+
+
+# --- validation of what arrives on a channel ------------------------------------------------
+
+
+def parse(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
+    """Decode one channel payload into a JSON object, or raise :class:`InvalidMessage`."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise InvalidMessage("bad_payload", type(raw).__name__)
+    if len(raw) > max_bytes:
+        raise InvalidMessage("too_large", f"{len(raw)} bytes > {max_bytes}")
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidMessage("not_utf8") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidMessage("too_deep") from None
+    except (ValueError, InvalidMessage) as exc:
+        raise InvalidMessage("bad_json", str(exc)[:100]) from None
+    if not isinstance(data, dict):
+        raise InvalidMessage("not_object", type(data).__name__)
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _require(data: Mapping[str, Any], key: str, kinds: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise InvalidMessage("missing_field", key)
+    value = data[key]
+    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in _tuple(kinds):
+        raise InvalidMessage("bad_type", key)
+    return value
+
+
+def _tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _timestamp(data: Mapping[str, Any]) -> float:
+    value = _require(data, "timestamp", (int, float))
+    if not math.isfinite(value) or value < 0:
+        raise InvalidMessage("bad_value", "timestamp")
+    return float(value)
+
+
+def validate_error(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Check the fields TickStockAppV2's ErrorSubscriber requires, plus our own types."""
+    for key in ("error_id", "source", "message"):
+        _require(data, key, str)
+    severity = _require(data, "severity", str)
+    if severity not in (*SEVERITIES, "info", "debug"):
+        raise InvalidMessage("bad_value", "severity")
+    _timestamp(data)
+    if "context" in data and data["context"] is not None and not isinstance(data["context"], dict):
+        raise InvalidMessage("bad_type", "context")
+    return data
+
+
+def validate_health(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    _require(data, "component", str)
+    status = _require(data, "status", str)
+    if status not in STATUSES:
+        raise InvalidMessage("bad_value", "status")
+    _timestamp(data)
+    if "metrics" in data and not isinstance(data["metrics"], dict):
+        raise InvalidMessage("bad_type", "metrics")
+    if "instance" in data and not isinstance(data["instance"], dict):
+        raise InvalidMessage("bad_type", "instance")
+    return data
+
+
+def validate_invalidation(
+    data: Mapping[str, Any], *, max_keys: int = 10_000
+) -> Mapping[str, Any]:
+    if data.get("type") != "cache_invalidation":
+        raise InvalidMessage("bad_value", "type")
+    cache = _require(data, "cache", str)
+    if not cache or len(cache) > 200:
+        raise InvalidMessage("bad_value", "cache")
+    action = _require(data, "action", str)
+    if action not in ACTIONS:
+        raise InvalidMessage("bad_value", "action")
+    _timestamp(data)
+    if action == "invalidate":
+        keys = _require(data, "keys", list)
+        if not keys:
+            raise InvalidMessage("bad_value", "keys")
+        if len(keys) > max_keys:
+            raise InvalidMessage("too_many_keys", str(len(keys)))
+        if not all(isinstance(k, str) for k in keys):
+            raise InvalidMessage("bad_type", "keys")
+    elif data.get("keys") is not None:
+        raise InvalidMessage("bad_value", "keys")
+    scope = data.get("scope")
+    if scope is not None and not isinstance(scope, str):
+        raise InvalidMessage("bad_type", "scope")
+    for key in ("origin", "invalidation_id"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise InvalidMessage("bad_type", key)
+    return data

@@ -1,0 +1,310 @@
+"""The Flask extension: ``TickStockMonitor(app)`` or ``TickStockMonitor()`` + ``init_app(app)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask, current_app
+
+from . import signals
+from .capture import ErrorCapture
+from .config import ConfigReader, MonitorConfig, load_config
+from .events import Scrubber
+from .transport import Outgoing, Publisher, connect
+
+log = logging.getLogger("flask_tickstock_monitor")
+
+EXTENSION_KEY = "tickstock_monitor"
+
+_LIVE_STATES: weakref.WeakSet[MonitorState] = weakref.WeakSet()
+
+
+class Plane:
+    """A part of the monitor with background work (health scheduler, relay listener, …)."""
+
+    #: Stop in a process that forks workers (a pre-fork server's master must not heartbeat).
+    stop_in_forking_parent = False
+
+    def start(self) -> None:  # pragma: no cover - interface
+        pass
+
+    def stop(self) -> None:  # pragma: no cover - interface
+        pass
+
+    def after_fork_in_child(self) -> None:
+        """Threads do not survive a fork: start again in the child if we were running."""
+        self.start()
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class MonitorState:
+    """Everything the monitor keeps for one app in one process (``app.extensions``)."""
+
+    def __init__(
+        self,
+        monitor: TickStockMonitor,
+        app: Flask,
+        config: MonitorConfig,
+        reader: ConfigReader,
+        redis_client: Any = None,
+    ):
+        self.monitor = monitor
+        self.app = app
+        self.config = config
+        self.reader = reader
+        self.active = config.enabled
+        self._external_client = redis_client
+        self._client: Any = redis_client
+        self._client_lock = threading.Lock()
+        self._new_identity()
+        self.scrubber = Scrubber(
+            config.scrub_keys,
+            config.scrub_headers,
+            max_depth=config.max_context_depth,
+            max_items=config.max_context_items,
+            max_bytes=config.max_context_bytes,
+        )
+        self.publisher = Publisher(
+            self.client,
+            queue_size=config.queue_size,
+            batch_size=config.batch_size,
+            exit_flush_timeout=config.exit_flush_timeout,
+            on_published=self._on_published,
+            on_dropped=self._on_dropped,
+        )
+        self.capture = ErrorCapture(self)
+        self.planes: dict[str, Plane] = {}
+        self.started = False
+        _LIVE_STATES.add(self)
+
+    def _new_identity(self) -> None:
+        self.boot_id = uuid.uuid4().hex
+        self.started_at = time.time()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        configured = self.app.config.get("TICKSTOCK_MONITOR_INSTANCE_ID")
+        self.instance_id = str(configured) if configured else f"{self.host}:{self.pid}"
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
+    def client(self) -> Any:
+        """The Redis client of this app, made on first use (in this process)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = connect(
+                        self.config.redis_url, socket_timeout=self.config.socket_timeout
+                    )
+        return self._client
+
+    def submit(self, item: Outgoing) -> bool:
+        return self.active and self.publisher.submit(item)
+
+    def _on_published(self, item: Outgoing, event: dict[str, Any]) -> None:
+        if item.kind == "error":
+            self.capture.remember_published(event)
+            log.info("ERROR-TRACKING: Published error to Redis: %s", event.get("error_type") or "error")
+            if signals.error_published.receivers:
+                signals.error_published.send(self.app, event=event)
+        elif item.kind == "health" and signals.health_published.receivers:
+            signals.health_published.send(self.app, event=event)
+
+    def _on_dropped(self, reason: str, count: int) -> None:
+        if signals.event_dropped.receivers:
+            signals.event_dropped.send(self.app, reason=reason, count=count)
+
+    def start(self) -> None:
+        if self.started or not self.active:
+            return
+        self.started = True
+        for plane in self.planes.values():
+            plane.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        for plane in self.planes.values():
+            plane.stop()
+        self.capture.detach()
+        flushed = self.publisher.close(timeout)
+        self.active = False
+        self.started = False
+        return flushed
+
+    def stats(self) -> dict[str, Any]:
+        out = self.publisher.stats()
+        out["enabled"] = self.active
+        out["instance_id"] = self.instance_id
+        for name, plane in self.planes.items():
+            out[name] = plane.stats()
+        return out
+
+    # fork handling ------------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        if self._external_client is None and self._client is not None:
+            self._client.connection_pool.reset() if hasattr(self._client, "connection_pool") else None
+        self._new_identity()
+        if self.started:
+            for plane in self.planes.values():
+                plane.after_fork_in_child()
+
+    def _after_fork_in_parent(self) -> None:
+        for plane in self.planes.values():
+            if plane.stop_in_forking_parent:
+                plane.stop()
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_LIVE_STATES):
+        state._after_fork_in_child()
+
+
+def _after_fork_in_parent() -> None:
+    for state in list(_LIVE_STATES):
+        state._after_fork_in_parent()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)
+
+
+class TickStockMonitor:
+    """Publishes an app's errors and health to Redis and relays cache invalidations.
+
+    :param app: the app to register with now; or call :meth:`init_app` later.
+    :param redis_client: an existing ``redis.Redis`` to use instead of one made from the URL.
+    :param socketio: a ``flask_socketio.SocketIO``; by default the one in ``app.extensions``.
+    :param autostart: start background work in ``init_app`` (else on first use).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        redis_client: Any = None,
+        socketio: Any = None,
+        autostart: bool = True,
+    ):
+        self.redis_client = redis_client
+        self.socketio = socketio
+        self.autostart = autostart
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, *, redis_client: Any = None) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'TickStockMonitor' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        reader = ConfigReader(app.config)
+        config = load_config(app.config, app.import_name)
+        state = MonitorState(self, app, config, reader, redis_client or self.redis_client)
+        app.extensions[EXTENSION_KEY] = state
+        if not config.enabled:
+            return
+        state.capture.attach_to_app(app)
+        state.capture.attach_logging()
+        if self.autostart:
+            state.start()
+
+    # state lookup -----------------------------------------------------------------------------
+
+    def state(self, app: Flask | None = None) -> MonitorState:
+        """The per-app state of ``app`` (default: the current app)."""
+        if app is None:
+            try:
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+            except RuntimeError:
+                raise RuntimeError(
+                    "Working outside of application context: pass app= or push a context."
+                ) from None
+        try:
+            state = app.extensions[EXTENSION_KEY]
+        except KeyError:
+            raise RuntimeError(
+                "The TickStockMonitor is not registered on this app. Did you forget to call"
+                " 'init_app'?"
+            ) from None
+        if state.monitor is not self:
+            raise RuntimeError("This app is registered with another TickStockMonitor instance.")
+        return state  # type: ignore[no-any-return]
+
+    # errors -----------------------------------------------------------------------------------
+
+    def capture_exception(
+        self,
+        exc: BaseException | None = None,
+        *,
+        severity: str = "error",
+        context: Mapping[str, Any] | None = None,
+        component: str | None = None,
+        app: Flask | None = None,
+    ) -> str | None:
+        """Publish ``exc`` (default: the one being handled). Returns the event's ``error_id``."""
+        if exc is None:
+            exc = sys.exc_info()[1]
+            if exc is None:
+                raise ValueError("capture_exception() needs an exception or an active 'except'")
+        return self.state(app).capture.capture(
+            exc=exc, severity=severity, context=context, component=component
+        )
+
+    def publish_error(
+        self,
+        message: str,
+        *,
+        severity: str = "error",
+        component: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        category: str | None = None,
+        app: Flask | None = None,
+    ) -> str | None:
+        """Publish an error event with ``message``. Returns its ``error_id`` (``None`` if dropped)."""
+        return self.state(app).capture.capture(
+            message=message, severity=severity, component=component, context=context,
+            category=category,
+        )
+
+    def track_signal(
+        self,
+        signal: Any,
+        *,
+        severity: str = "error",
+        message: str | None = None,
+        component: str | None = None,
+        app: Flask | None = None,
+    ) -> Callable[..., None]:
+        """Publish an error event each time ``signal`` is sent, its kwargs as ``context``."""
+        return self.state(app).capture.track_signal(
+            signal, severity=severity, message=message, component=component
+        )
+
+    # operations -------------------------------------------------------------------------------
+
+    def start(self, app: Flask | None = None) -> None:
+        """Start background work now (``autostart=False`` leaves it to the first use)."""
+        self.state(app).start()
+
+    def stats(self, app: Flask | None = None) -> dict[str, Any]:
+        return self.state(app).stats()
+
+    def flush(self, timeout: float = 2.0, *, app: Flask | None = None) -> bool:
+        """Wait until every queued event was published or dropped; ``False`` on timeout."""
+        return self.state(app).publisher.flush(timeout)
+
+    def shutdown(self, timeout: float = 2.0, *, app: Flask | None = None) -> bool:
+        """Flush within ``timeout``, stop every thread and detach the hooks."""
+        return self.state(app).stop(timeout)

@@ -1,0 +1,555 @@
+"""The one transport under the three planes: Redis connections, the publisher, the subscription.
+
+- :func:`connect` turns a URL into a client (``memory://`` is an embedded in-process server).
+- :class:`Publisher` owns a bounded queue and one background thread that turns queued items into
+  messages and publishes them in pipelined batches, behind a circuit breaker. Callers only
+  append to the queue; they never wait on Redis.
+- :class:`Subscription` owns one PubSub in a background thread: reconnects with jittered
+  backoff, resubscribes, and probes a silent connection so a half-open socket is noticed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+log = logging.getLogger("flask_tickstock_monitor.transport")
+
+SCHEMES = ("redis", "rediss", "unix", "memory")
+_MEMORY_SERVERS: dict[str, Any] = {}
+_MEMORY_LOCK = threading.Lock()
+_local = threading.local()
+
+
+def on_monitoring_thread() -> bool:
+    """True on the publisher and subscription threads: what they log is never published."""
+    return getattr(_local, "monitoring", False)
+
+
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` when no client can be made for ``url``."""
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise ValueError(f"unsupported scheme {scheme!r} in {url!r}; use one of {', '.join(SCHEMES)}")
+    if scheme == "memory":
+        try:
+            import fakeredis  # noqa: F401
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ValueError("memory:// needs the 'embedded' extra (pip install fakeredis)") from None
+
+
+def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> redis.Redis:
+    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process."""
+    check_url(url)
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        import fakeredis
+
+        name = parts.netloc or parts.path or "default"
+        with _MEMORY_LOCK:
+            server = _MEMORY_SERVERS.setdefault(name, fakeredis.FakeServer())
+        return fakeredis.FakeRedis(server=server)
+    options.setdefault("socket_timeout", socket_timeout)
+    options.setdefault("socket_connect_timeout", socket_timeout)
+    return redis.Redis.from_url(url, **options)
+
+
+def is_embedded(client: Any) -> bool:
+    return type(client).__module__.startswith("fakeredis")
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+Message = tuple[str, bytes]  # (channel, payload)
+
+
+def send_batch(client: Any, messages: Sequence[Message]) -> None:
+    """Publish ``messages`` in one round trip; raise on any failure."""
+    pool = getattr(client, "connection_pool", None)
+    if is_embedded(client) or pool is None or not hasattr(pool, "get_connection"):
+        pipe = client.pipeline(transaction=False)
+        for channel, payload in messages:
+            pipe.publish(channel, payload)
+        pipe.execute()
+        return
+    # One packed write of PUBLISH commands and one read per reply: several times faster than
+    # redis-py's generic pipeline for the small messages we send.
+    packed = b"".join(
+        b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ch), ch, len(data), data)
+        for ch, data in ((c.encode(), d) for c, d in messages)
+    )
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(packed, check_health=False)
+        for _ in messages:
+            reply = conn.read_response()
+            if isinstance(reply, Exception):
+                raise reply
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+
+class Dropped(Exception):
+    """Raised by a formatter to drop an item on purpose; ``reason`` is counted."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Outgoing:
+    """One queued item: a channel and either a ready payload or a builder run on the thread."""
+
+    channel: str
+    payload: dict[str, Any] | None = None
+    build: Callable[[], dict[str, Any]] | None = None
+    kind: str = "event"
+
+
+class CircuitBreaker:
+    """Open after a failure; retry after a jittered exponential backoff."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0):
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self.retry_at = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.failures > 0
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self.retry_at
+
+    def failed(self) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** min(self.failures - 1, 16))
+        delay *= random.uniform(0.5, 1.5)
+        self.retry_at = time.monotonic() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+
+
+_LIVE_PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+class Publisher:
+    """A bounded queue and one background thread that publishes what is queued."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 512,
+        exit_flush_timeout: float = 2.0,
+        on_published: Callable[[Outgoing, dict[str, Any]], None] | None = None,
+        on_dropped: Callable[[str, int], None] | None = None,
+        name: str = "tickstock-monitor-publisher",
+    ):
+        self._client_factory = client_factory
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.exit_flush_timeout = exit_flush_timeout
+        self.on_published = on_published
+        self.on_dropped = on_dropped
+        self.name = name
+        self.breaker = CircuitBreaker()
+        self._counter_lock = threading.Lock()
+        self.published = 0
+        self.dropped: dict[str, int] = {}
+        self.last_error: str | None = None
+        self.last_latency_ms: float | None = None
+        self._reset()
+        _LIVE_PUBLISHERS.add(self)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._queue: deque[Outgoing] = deque()
+        self._in_flight = 0
+        self._wake = threading.Event()
+        self._idle = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+        self._start_lock = threading.Lock()
+
+    # caller side ------------------------------------------------------------------------------
+
+    def submit(self, item: Outgoing) -> bool:
+        """Queue ``item``; never blocks. Returns ``False`` (and counts it) when it is dropped."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._stopping:
+            self.count_drop("shutdown")
+            return False
+        if len(self._queue) >= self.queue_size:
+            self.count_drop("queue_full")
+            return False
+        self._queue.append(item)
+        if self._thread is None:
+            self._start()
+        elif self._idle:
+            self._wake.set()
+        return True
+
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        with self._counter_lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+        if self.on_dropped is not None:
+            try:
+                self.on_dropped(reason, count)
+            except Exception:  # a receiver must not break the caller
+                log.debug("event_dropped receiver failed", exc_info=True)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) + self._in_flight
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and not self.breaker.is_open
+
+    def stats(self) -> dict[str, Any]:
+        with self._counter_lock:
+            dropped = dict(self.dropped)
+        return {
+            "published": self.published,
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+            "failed": dropped.get("publish_failed", 0),
+            "queued": self.queued,
+            "connected": self.connected,
+            "breaker_open": self.breaker.is_open,
+            "last_error": self.last_error,
+            "last_latency_ms": self.last_latency_ms,
+        }
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until everything queued was published or dropped; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self.queued:
+            if self._thread is None or not self._thread.is_alive():
+                if self._queue and self._pid == os.getpid() and not self._stopping:
+                    self._start()
+                elif self._queue:
+                    return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` (default: the exit flush timeout), then stop the thread."""
+        flushed = self.flush(self.exit_flush_timeout if timeout is None else timeout)
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        left = len(self._queue)
+        if left:
+            self._queue.clear()
+            self.count_drop("shutdown", left)
+        return flushed
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    # thread side ------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _after_fork(self) -> None:
+        # A forked child inherits the parent's queue (the parent publishes those) and no thread.
+        self._reset()
+        client = self._client
+        if client is not None and hasattr(client, "connection_pool"):
+            client.connection_pool.reset()
+
+    def _run(self) -> None:
+        _local.monitoring = True
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._idle = True
+                if not self._queue:
+                    self._wake.wait(0.5)
+                self._wake.clear()
+                self._idle = False
+                continue
+            if self.breaker.is_open and not self._probe():
+                if self._stopping:
+                    return
+                self._wake.wait(max(0.0, self.breaker.retry_at - time.monotonic()))
+                self._wake.clear()
+                continue
+            self._publish_batch()
+
+    def _probe(self) -> bool:
+        """While the breaker is open, a cheap PING decides whether to send real messages."""
+        if not self.breaker.ready():
+            return False
+        try:
+            self.client.ping()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.breaker.failed()
+            return False
+        log.info("Redis is reachable again; resuming publishing")
+        self.breaker.succeeded()
+        return True
+
+    def _publish_batch(self) -> None:
+        queue = self._queue
+        batch: list[Outgoing] = []
+        append = batch.append
+        try:
+            while len(batch) < self.batch_size:
+                append(queue.popleft())
+        except IndexError:
+            pass
+        self._in_flight = len(batch)
+        try:
+            events: list[tuple[Outgoing, dict[str, Any]]] = []
+            messages: list[Message] = []
+            for item in batch:
+                try:
+                    payload = item.payload if item.build is None else item.build()
+                    data = json.dumps(payload, default=str, separators=(",", ":")).encode()
+                except Dropped as drop:
+                    self.count_drop(drop.reason)
+                    continue
+                except Exception:
+                    log.warning("could not build a %s message", item.kind, exc_info=True)
+                    self.count_drop("format_error")
+                    continue
+                events.append((item, payload))
+                messages.append((item.channel, data))
+            if not messages:
+                return
+            started = time.perf_counter()
+            try:
+                send_batch(self.client, messages)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                delay = self.breaker.failed()
+                self.count_drop("publish_failed", len(messages))
+                if self.breaker.failures == 1:
+                    log.warning("publishing to Redis failed (%s); retrying in %.2fs", exc, delay)
+                return
+            self.last_latency_ms = (time.perf_counter() - started) * 1000
+            self.breaker.succeeded()
+            self.published += len(messages)
+            if self.on_published is not None:
+                for item, payload in events:
+                    try:
+                        self.on_published(item, payload)
+                    except Exception:
+                        log.debug("on_published callback failed", exc_info=True)
+        finally:
+            self._in_flight = 0
+
+
+def _flush_all_at_exit() -> None:
+    publishers = list(_LIVE_PUBLISHERS)
+    deadline = time.monotonic() + max((p.exit_flush_timeout for p in publishers), default=0)
+    for publisher in publishers:
+        if publisher._pid == os.getpid():
+            publisher.close(timeout=max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_flush_all_at_exit)
+
+
+# --- subscribing -----------------------------------------------------------------------------
+
+
+class Subscription:
+    """A PubSub owned by one background thread, kept subscribed whatever Redis does.
+
+    ``on_message(channel, data)`` runs on that thread for each message; ``on_connect(first)``
+    after every (re)subscribe, with ``first=False`` after a reconnect, so callers can repair
+    what they missed while disconnected.
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        channels: Iterable[str],
+        on_message: Callable[[str, bytes], None],
+        *,
+        on_connect: Callable[[bool], None] | None = None,
+        on_disconnect: Callable[[str], None] | None = None,
+        probe_interval: float = 5.0,
+        probe_timeout: float = 2.0,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 5.0,
+        name: str = "tickstock-monitor-subscription",
+    ):
+        self._client_factory = client_factory
+        self.channels = list(channels)
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self.breaker = CircuitBreaker(backoff_base, backoff_cap)
+        self.name = name
+        self.connected = False
+        self.connects = 0
+        self.reconnects = 0
+        self.received = 0
+        self.callback_errors = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pubsub: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Subscription:
+        if not self.running:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        pubsub = self._pubsub
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def wait_connected(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.connected and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.connected
+
+    def _run(self) -> None:
+        _local.monitoring = True
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                was_connected = self.connected
+                self.connected = False
+                self._close()
+            if self._stop.is_set():
+                return
+            if was_connected and self.on_disconnect is not None:
+                self._safe(self.on_disconnect, self.last_error or "disconnected")
+            delay = self.breaker.failed()
+            log.info("subscription to %s lost (%s); retrying in %.2fs", self.channels, self.last_error, delay)
+            self._stop.wait(delay)
+
+    def _listen(self) -> None:
+        client = self._client_factory()
+        pubsub = client.pubsub(ignore_subscribe_messages=False)
+        self._pubsub = pubsub
+        pubsub.subscribe(*self.channels)
+        pending = set(self.channels)
+        deadline = time.monotonic() + self.probe_timeout + 1.0
+        while pending:  # wait for every subscribe confirmation before calling it connected
+            message = pubsub.get_message(timeout=0.2)
+            if message and message["type"] == "subscribe":
+                pending.discard(_text(message["channel"]))
+            elif message and message["type"] == "message":
+                self._dispatch(message)
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"no subscribe confirmation for {sorted(pending)}")
+            if self._stop.is_set():
+                return
+        first = self.connects == 0
+        self.connects += 1
+        if not first:
+            self.reconnects += 1
+        self.connected = True
+        self.breaker.succeeded()
+        if self.on_connect is not None:
+            self._safe(self.on_connect, first)
+        last_heard = time.monotonic()
+        probe_sent: float | None = None
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=0.25)
+            now = time.monotonic()
+            if message is not None:
+                last_heard = now
+                probe_sent = None
+                if message["type"] in ("message", "pmessage", "smessage"):
+                    self._dispatch(message)
+                continue
+            if probe_sent is not None:
+                if now - probe_sent > self.probe_timeout:
+                    raise ConnectionError(f"no reply to a liveness probe in {self.probe_timeout}s")
+            elif now - last_heard > self.probe_interval:
+                pubsub.ping()
+                probe_sent = now
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        self.received += 1
+        self._safe(self.on_message, _text(message["channel"]), message["data"])
+
+    def _safe(self, callback: Callable[..., Any], *args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("subscription callback %r failed", callback)
+
+    def _close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:
+                pass
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_tickstock_monitor import TickStockMonitor
+from servers import RedisServer
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: kill it, pause it, restart it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The TickStockAppV2 fallbacks read the environment: tests decide it themselves.
+    for name in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD",
+                 "MONITORING_ENABLED", "ERROR_CHANNEL_ENABLED", "HEALTH_CHECK_INTERVAL",
+                 "REDIS_ERROR_CHANNEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class ChannelRecorder:
+    """Subscribes to channels with plain redis-py and keeps every message, decoded from JSON."""
+
+    def __init__(self, client: Any, *channels: str):
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(*channels)
+        self.messages: list[tuple[str, Any]] = []
+        self.raw: list[tuple[str, bytes]] = []
+        self._stop = False
+        # wait for the subscribe confirmations so nothing published next is missed
+        confirmed = 0
+        deadline = time.monotonic() + 5
+        while confirmed < len(channels) and time.monotonic() < deadline:
+            msg = self.pubsub.get_message(ignore_subscribe_messages=False, timeout=0.1)
+            if msg and msg["type"] == "subscribe":
+                confirmed += 1
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                msg = self.pubsub.get_message(timeout=0.05)
+            except Exception:
+                return
+            if msg and msg["type"] == "message":
+                channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+                self.raw.append((channel, msg["data"]))
+                self.messages.append((channel, json.loads(msg["data"])))
+
+    def on(self, channel: str) -> list[Any]:
+        return [data for ch, data in self.messages if ch == channel]
+
+    def wait(self, predicate: Callable[[ChannelRecorder], bool], timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.01)
+        return predicate(self)
+
+    def wait_count(self, channel: str, count: int, timeout: float = 5.0) -> list[Any]:
+        self.wait(lambda r: len(r.on(channel)) >= count, timeout)
+        return self.on(channel)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(1)
+        self.pubsub.close()
+
+
+@pytest.fixture
+def record_channels() -> Iterator[Callable[..., ChannelRecorder]]:
+    recorders: list[ChannelRecorder] = []
+
+    def make(client: Any, *channels: str) -> ChannelRecorder:
+        recorder = ChannelRecorder(client, *channels)
+        recorders.append(recorder)
+        return recorder
+
+    yield make
+    for recorder in recorders:
+        recorder.close()
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., tuple[Flask, TickStockMonitor]]]:
+    """An app factory: ``make_app(URL, KEY=value, ...)`` → (app, monitor); shut down after."""
+    made: list[tuple[Flask, TickStockMonitor]] = []
+
+    def make(redis_url: str, monitor: TickStockMonitor | None = None, **config: Any):
+        app = Flask(f"app{len(made)}")
+        app.config["TESTING"] = True
+        app.config["TICKSTOCK_MONITOR_REDIS_URL"] = redis_url
+        app.config["TICKSTOCK_MONITOR_COMPONENT"] = "test_component"
+        app.config.update(config)
+        monitor = monitor or TickStockMonitor()
+        monitor.init_app(app)
+        made.append((app, monitor))
+        return app, monitor
+
+    yield make
+    for app, monitor in made:
+        try:
+            monitor.shutdown(timeout=1.0, app=app)
+        except RuntimeError:
+            pass
