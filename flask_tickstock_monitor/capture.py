@@ -128,6 +128,9 @@ class ErrorCapture:
         self.recent_messages: deque[str] = deque(maxlen=256)
         self.log_handler: MonitorLogHandler | None = None
         self.signal_receivers: list[tuple[Any, Callable[..., None]]] = []
+        #: Called with each queued error item besides the publisher (the durable error log),
+        #: so that they do not depend on Redis. A sink must not block.
+        self.sinks: list[Callable[[Outgoing], None]] = []
 
     # the one entry point -------------------------------------------------------------------------
 
@@ -175,6 +178,8 @@ class ErrorCapture:
             ),
             kind="error",
         )
+        for sink in self.sinks:
+            sink(item)
         return error_id if state.publisher.submit(item) else None
 
     def _build(

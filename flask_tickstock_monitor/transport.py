@@ -125,6 +125,14 @@ class Outgoing:
     build: Callable[[], dict[str, Any]] | None = None
     kind: str = "event"
 
+    def resolve(self) -> dict[str, Any]:
+        """The message, built once: another consumer (the error log) reuses what was built."""
+        if self.payload is None and self.build is not None:
+            self.payload = self.build()
+            self.build = None
+        assert self.payload is not None
+        return self.payload
+
 
 class CircuitBreaker:
     """Open after a failure; retry after a jittered exponential backoff."""
@@ -350,7 +358,7 @@ class Publisher:
             messages: list[Message] = []
             for item in batch:
                 try:
-                    payload = item.payload if item.build is None else item.build()
+                    payload = item.resolve()
                     data = json.dumps(payload, default=str, separators=(",", ":")).encode()
                 except Dropped as drop:
                     self.count_drop(drop.reason)
