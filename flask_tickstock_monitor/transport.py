@@ -93,7 +93,7 @@ def send_batch(client: Any, messages: Sequence[Message]) -> None:
     )
     conn = pool.get_connection()
     try:
-        conn.send_packed_command(packed, check_health=False)
+        conn.send_packed_command([packed], check_health=False)
         for _ in messages:
             reply = conn.read_response()
             if isinstance(reply, Exception):
