@@ -66,7 +66,7 @@ def test_redis_paused_requests_stay_fast_and_loss_is_counted(redis_server, make_
             response, elapsed = timed_get(client, "/boom")
             assert response.status_code == 500
             slowest = max(slowest, elapsed)
-        assert slowest < 0.1
+        assert slowest < 0.25  # a request that waited on Redis would take the 0.5 s socket timeout
         deadline = time.monotonic() + 5
         while not monitor.stats(app)["breaker_open"] and time.monotonic() < deadline:
             time.sleep(0.05)
