@@ -177,6 +177,7 @@ class ErrorCapture:
                 category, origin,
             ),
             kind="error",
+            severity=severity,
         )
         for sink in self.sinks:
             sink(item)
