@@ -328,38 +328,33 @@ def test_buffer_overflow_is_counted_exactly(tmp_path: Path, make_app: MakeApp) -
     assert errorlog.stats()["written"] == 3
 
 
-def test_shutdown_flushes_what_waits(tmp_path: Path, make_app: MakeApp) -> None:
+@pytest.mark.parametrize(
+    ("flush_timeout", "unlock_after", "stored", "dropped"),
+    [(5.0, 0.3, ["waiting 1", "waiting 2"], {}), (0.2, None, [], {"shutdown": 2})],
+    ids=["flushed", "counted"],
+)
+def test_shutdown_flushes_what_waits_or_counts_it(
+    tmp_path: Path, make_app: MakeApp, flush_timeout: float, unlock_after: float | None,
+    stored: list[str], dropped: dict[str, int],
+) -> None:
     url = f"sqlite:///{tmp_path}/errors.db"
     app, monitor = make_app(
         "memory://errorlog-shutdown", TICKSTOCK_MONITOR_DATABASE_URI=url,
-        TICKSTOCK_MONITOR_EXIT_FLUSH_TIMEOUT=5, **FAST,
+        TICKSTOCK_MONITOR_EXIT_FLUSH_TIMEOUT=flush_timeout, **FAST,
     )
     errorlog = errorlog_of(app)
     lock = SqliteLock(url)
     with app.app_context():
         monitor.publish_error("waiting 1")
         monitor.publish_error("waiting 2")
-    threading.Timer(0.3, lock.release).start()
+    if unlock_after is not None:
+        threading.Timer(unlock_after, lock.release).start()
     monitor.shutdown(app=app)
-    assert [row["message"] for row in read_rows(url)] == ["waiting 1", "waiting 2"]
-    assert errorlog.stats()["dropped"] == {}
-
-
-def test_shutdown_counts_what_could_not_be_written(tmp_path: Path, make_app: MakeApp) -> None:
-    url = f"sqlite:///{tmp_path}/errors.db"
-    app, monitor = make_app(
-        "memory://errorlog-lost", TICKSTOCK_MONITOR_DATABASE_URI=url,
-        TICKSTOCK_MONITOR_EXIT_FLUSH_TIMEOUT=0.2, **FAST,
-    )
-    errorlog = errorlog_of(app)
-    lock = SqliteLock(url)
-    with app.app_context():
-        monitor.publish_error("lost 1")
-        monitor.publish_error("lost 2")
-    monitor.shutdown(app=app)
-    lock.release()
+    if unlock_after is None:
+        lock.release()
+    assert [row["message"] for row in read_rows(url)] == stored
     stats = errorlog.stats()
-    assert (stats["dropped"], stats["buffered"], stats["written"]) == ({"shutdown": 2}, 0, 0)
+    assert (stats["dropped"], stats["buffered"], stats["written"]) == (dropped, 0, len(stored))
 
 
 # --- processes ------------------------------------------------------------------------------
