@@ -336,7 +336,7 @@ class ErrorLog(Plane):
         if item.kind != "error" or not self._wanted(item.severity):
             return
         if self._pid != os.getpid():
-            self._reset()  # a forked child: the parent writes what it had buffered
+            self._after_fork()
         if self._stopping:
             self.count_drop("shutdown")
             return
@@ -377,10 +377,15 @@ class ErrorLog(Plane):
         self.close(self.exit_flush_timeout)
 
     def after_fork_in_child(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose(close=False)  # the parent's connections stay the parent's
-        self._reset()
+        self._after_fork()
         self.start()
+
+    def _after_fork(self) -> None:
+        # The parent writes what it had buffered, on its own connections: the child leaves
+        # them open for the parent and makes its own.
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        self._reset()
 
     def stats(self) -> dict[str, Any]:
         with self._counter_lock:
@@ -441,7 +446,11 @@ class ErrorLog(Plane):
                 self._wake.wait(max(0.0, self.breaker.retry_at - time.monotonic()))
                 self._wake.clear()
                 continue
-            self._write_batch(batch)
+            try:
+                self._write_batch(batch)
+            except Exception as exc:  # never let the writer die: back off and try again
+                log.exception("the error log writer failed")
+                self._failed(exc)
 
     def _write_batch(self, batch: list[list[Any]]) -> None:
         rows = [row for row in (self._row(entry) for entry in batch) if row]
