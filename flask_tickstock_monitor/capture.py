@@ -179,6 +179,7 @@ class ErrorCapture:
                 timestamp, suppressed, category, origin,
             ),
             kind="error",
+            severity=severity,
         )
         for sink in self.sinks:
             sink(item)

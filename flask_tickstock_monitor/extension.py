@@ -214,6 +214,11 @@ class TickStockMonitor:
         app.extensions[EXTENSION_KEY] = state
         if not config.enabled:
             return
+        if reader.raw("DATABASE_URI") is not None:
+            from .errorlog import init_errorlog  # imports SQLAlchemy: only when configured
+
+            if (errorlog := init_errorlog(state)) is not None:
+                state.planes["errorlog"] = errorlog
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
         if self.autostart:
