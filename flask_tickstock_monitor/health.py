@@ -210,6 +210,8 @@ class HealthPlane(Plane):
         # a new boot (the state gave the child a new identity): its own sequence and threads
         self._thread = None
         self._seq = 0
+        self.beats = 0
+        self.latest = None
         self._last_status = None
         self._process = None
         self._calls = TimedCalls()
