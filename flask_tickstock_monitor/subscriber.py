@@ -213,7 +213,7 @@ class MonitoringSubscriber:
     def _accept_health(self, data: bytes | str, *, loaded: bool = False) -> bool:
         try:
             beat = events.parse(data, self.max_bytes)
-            if not _is_health(beat):
+            if not is_health_message(beat):
                 self.ignored += 1  # other monitoring events (TickStockPL's METRIC_UPDATE, …)
                 return False
             events.validate_health(beat)
@@ -330,7 +330,8 @@ class MonitoringSubscriber:
         }
 
 
-def _is_health(message: Mapping[str, Any]) -> bool:
+def is_health_message(message: Mapping[str, Any]) -> bool:
+    """Whether a message on the monitoring channel is a beat (others: METRIC_UPDATE, tests…)."""
     if "type" in message:
         return message["type"] == "health_check"
     return message.get("event_type") in (None, "HEALTH_CHECK")
