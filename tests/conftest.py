@@ -13,6 +13,16 @@ from servers import RedisServer
 from flask_tickstock_monitor import TickStockMonitor
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; its last result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own: kill it, pause it, restart it."""

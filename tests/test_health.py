@@ -11,21 +11,13 @@ import time
 
 import psutil
 import pytest
+from conftest import wait_for
 from flask import Flask
 
 from flask_tickstock_monitor import ConfigurationError, TickStockMonitor, signals
 from flask_tickstock_monitor.health import cache_hit_rate
 
 MONITORING = "tickstock:monitoring"
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 @pytest.fixture

@@ -6,20 +6,12 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 from flask_tickstock_monitor import MonitoringPublisher, MonitoringSubscriber
 
 MONITORING = "tickstock:monitoring"
 ERRORS = "tickstock:errors"
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def beat(seq: int, *, boot: str = "boot-a", interval: float = 1.0, status: str = "healthy",
