@@ -128,7 +128,8 @@ def _hit_counts(cache: Any) -> tuple[int, int] | None:
                     found.get("misses")
                 ):
                     return int(found["hits"]), int(found["misses"])
-        hits, misses = getattr(target, "hits", None), getattr(target, "misses", None)
+        hits: Any = getattr(target, "hits", None)
+        misses: Any = getattr(target, "misses", None)
         if _is_count(hits) and _is_count(misses):
             return int(hits), int(misses)
     return None

@@ -55,7 +55,7 @@ class InstanceView:
             self.lost_beats += seq - self.seq - 1
         self.boot_id = boot_id if boot_id is not None else self.boot_id
         self.seq = seq if seq is not None else self.seq
-        interval = beat.get("interval_s")
+        interval: Any = beat.get("interval_s")
         self.interval_s = float(interval) if _positive(interval) else default_interval
         self.last_seen = max(self.last_seen, seen_at)
         self.beat = dict(beat)
