@@ -119,6 +119,8 @@ def make_app() -> Iterator[Callable[..., tuple[Flask, TickStockMonitor]]]:
         app.config["PROPAGATE_EXCEPTIONS"] = False  # the 500 path a real server takes
         app.config["TICKSTOCK_MONITOR_REDIS_URL"] = redis_url
         app.config["TICKSTOCK_MONITOR_COMPONENT"] = "test_component"
+        # no heartbeat unless a test asks for one: beats would add to the counters tests assert
+        app.config["TICKSTOCK_MONITOR_HEALTH_ENABLED"] = False
         app.config.update(config)
         monitor = monitor or TickStockMonitor()
         monitor.init_app(app)

@@ -9,12 +9,10 @@ import pytest
 
 from flask_tickstock_monitor.cli import tickstock
 
-QUIET = {"TICKSTOCK_MONITOR_HEALTH_ENABLED": False}  # no heartbeat of the test app itself
-
 
 @pytest.fixture
 def app(redis_server, make_app):
-    app, _ = make_app(redis_server.url, **QUIET)
+    app, _ = make_app(redis_server.url)
     return app
 
 
@@ -57,7 +55,7 @@ def test_health_fails_when_redis_is_down(app, redis_server):
 
 
 def test_health_hides_the_password(redis_server, make_app):
-    app, _ = make_app("redis://:hunter2@127.0.0.1:1/0", **QUIET)
+    app, _ = make_app("redis://:hunter2@127.0.0.1:1/0")
     result = invoke(app, "health")
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == "Redis: redis://:***@127.0.0.1:1/0"
@@ -128,7 +126,7 @@ def test_publish_test(app, redis_server):
 
 
 def test_doctor_all_well(redis_server, make_app):
-    app, monitor = make_app(redis_server.url, **QUIET)
+    app, monitor = make_app(redis_server.url)
     monitor.publish_health(app=app)
     assert monitor.flush(app=app)
     client = redis_server.client()
@@ -147,7 +145,7 @@ def test_doctor_all_well(redis_server, make_app):
 
 
 def test_doctor_flags_removed_channels_bad_messages_and_failures(redis_server, make_app):
-    app, monitor = make_app(redis_server.url, **QUIET)
+    app, monitor = make_app(redis_server.url)
     client = redis_server.client()
     leftover = client.pubsub()
     leftover.subscribe("tickstock.jobs.backtest", "tickstock:market:ticks")

@@ -33,6 +33,7 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
     recorder = record_channels(redis_server.client(), MONITORING)
     app, _ = make_app(
         redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+        TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
         TICKSTOCK_MONITOR_INSTANCE_ID="web-1",
     )
     state = monitor.state(app)
@@ -77,6 +78,7 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
 def test_latest_beat_is_kept_in_redis_with_an_expiry(redis_server, make_app, monitor):
     app, _ = make_app(
         redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+        TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
         TICKSTOCK_MONITOR_INSTANCE_ID="web-1",
     )
     client = redis_server.client()
@@ -121,7 +123,7 @@ def test_status_change_publishes_at_once(redis_server, make_app, record_channels
     recorder = record_channels(redis_server.client(), MONITORING)
     make_app(
         redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
-        TICKSTOCK_MONITOR_HEALTH_POLL=0.05,
+        TICKSTOCK_MONITOR_HEALTH_POLL=0.05, TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
     )
     assert recorder.wait_count(MONITORING, 1)[0]["status"] == "healthy"
     status["value"] = "degraded"
@@ -147,7 +149,7 @@ def test_slow_check_is_degraded_and_not_started_twice(redis_server, make_app, mo
 
     app, _ = make_app(
         redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
-        TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT=0.1, TICKSTOCK_MONITOR_HEALTH_ENABLED=False,
+        TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT=0.1,
     )
     started = time.monotonic()
     beat = monitor.publish_health(app=app)
@@ -178,7 +180,7 @@ def test_raising_and_invalid_checks_are_unhealthy(redis_server, make_app, monito
     def feed():
         return {"status": "healthy", "lag_ms": 12}
 
-    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENABLED=False)
+    app, _ = make_app(redis_server.url, monitor)
     beat = monitor.publish_health(app=app)
     components = beat["health"]["components"]
     assert components["database"] == {
@@ -199,7 +201,7 @@ def test_checks_run_in_an_app_context(redis_server, make_app, monitor):
     def config():
         return "healthy" if current_app.config["TESTING"] else "unhealthy"
 
-    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENABLED=False)
+    app, _ = make_app(redis_server.url, monitor)
     assert monitor.publish_health(app=app)["health"]["components"]["config"]["status"] == "healthy"
 
 
@@ -228,7 +230,7 @@ def test_metric_provider_errors_are_reported_not_fatal(redis_server, make_app, m
         return None
 
     app, _ = make_app(
-        redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENABLED=False,
+        redis_server.url, monitor,
         TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT=0.1,
     )
     try:
@@ -245,7 +247,7 @@ def test_metric_provider_errors_are_reported_not_fatal(redis_server, make_app, m
 
 
 def test_memory_metric_is_current_rss(redis_server, make_app, monitor):
-    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENABLED=False)
+    app, _ = make_app(redis_server.url, monitor)
     memory = monitor.publish_health(app=app)["metrics"]["memory_usage_mb"]
     rss = psutil.Process().memory_info().rss / 1024 / 1024
     assert isinstance(memory, float)
@@ -269,7 +271,7 @@ def test_cache_hit_rate_is_a_fraction_over_every_cache(redis_server, make_app, m
     caches = {"relationship": RelationshipCacheLike(), "local": CountingCache(), "plain": {}}
     assert cache_hit_rate(caches) == 0.5
     assert cache_hit_rate({"plain": object()}) is None
-    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENABLED=False)
+    app, _ = make_app(redis_server.url, monitor)
     assert "cache_hit_rate" not in monitor.publish_health(app=app)["metrics"]
     monitor.state(app).caches = caches  # what monitor.register_cache fills
     assert monitor.publish_health(app=app)["metrics"]["cache_hit_rate"] == 0.5
@@ -281,8 +283,7 @@ def test_active_websockets_counts_connections_without_replacing_handlers(
     from flask_socketio import SocketIO
 
     app = Flask("ws")
-    app.config.update(TICKSTOCK_MONITOR_REDIS_URL=redis_server.url, TESTING=True,
-                      TICKSTOCK_MONITOR_HEALTH_ENABLED=False)
+    app.config.update(TICKSTOCK_MONITOR_REDIS_URL=redis_server.url, TESTING=True)
     socketio = SocketIO(app, async_mode="threading")
     connects = []
 
@@ -319,7 +320,6 @@ def test_health_endpoint(redis_server, make_app, monitor):
 
     app, _ = make_app(
         redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENDPOINT="/health/monitor",
-        TICKSTOCK_MONITOR_HEALTH_ENABLED=False,
     )
     client = app.test_client()
     response = client.get("/health/monitor")
@@ -334,12 +334,12 @@ def test_health_endpoint(redis_server, make_app, monitor):
 
 
 def test_no_endpoint_by_default(redis_server, make_app):
-    app, _ = make_app(redis_server.url, TICKSTOCK_MONITOR_HEALTH_ENABLED=False)
+    app, _ = make_app(redis_server.url)
     assert app.test_client().get("/health/monitor").status_code == 404
 
 
 def test_redis_down_is_unhealthy_and_counted(redis_server, make_app, monitor):
-    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENABLED=False)
+    app, _ = make_app(redis_server.url, monitor)
     redis_server.kill()
     beat = monitor.publish_health(app=app)
     assert beat["status"] == "unhealthy"
@@ -371,7 +371,8 @@ def test_check_timeout_falls_back_to_tickstock_env(redis_server, make_app, monke
 
 def test_forked_child_beats_and_master_stops(redis_server, make_app, record_channels, monitor):
     recorder = record_channels(redis_server.client(), MONITORING)
-    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2)
+    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+                      TICKSTOCK_MONITOR_HEALTH_ENABLED=True)
     plane = monitor.state(app).planes["health"]
     assert recorder.wait_count(MONITORING, 1)
     pid = os.fork()

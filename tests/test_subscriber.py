@@ -160,6 +160,7 @@ def test_live_beats_from_an_app(redis_server, make_app, subscriber):
     assert sub.wait_connected()
     app, monitor = make_app(
         redis_server.url, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+        TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
         TICKSTOCK_MONITOR_INSTANCE_ID="web-1",
     )
     assert wait_for(lambda: len(received) >= 3)
@@ -177,7 +178,7 @@ def test_live_beats_from_an_app(redis_server, make_app, subscriber):
 def test_a_late_subscriber_sees_the_latest_beats_at_once(redis_server, make_app, subscriber):
     app, monitor = make_app(
         redis_server.url, TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
-        TICKSTOCK_MONITOR_INSTANCE_ID="web-9", TICKSTOCK_MONITOR_HEALTH_ENABLED=False,
+        TICKSTOCK_MONITOR_INSTANCE_ID="web-9",
     )
     published = monitor.publish_health(app=app)
     assert monitor.flush(app=app)
