@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-
 from servers import RedisServer, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -70,7 +69,8 @@ class SentinelGroup(_Group):
 
     def start(self) -> None:
         self.master = self._start(RedisServer())
-        self.replica = self._start(RedisServer(args=["--replicaof", "127.0.0.1", str(self.master.port)]))
+        replica_of = ["--replicaof", "127.0.0.1", str(self.master.port)]
+        self.replica = self._start(RedisServer(args=replica_of))
         wait_for(lambda: self.replica.client().info("replication")["master_link_status"] == "up",
                  10, "the replica to sync")
         config = (
@@ -105,8 +105,9 @@ class SentinelGroup(_Group):
         """Force a failover and wait until every sentinel names the new master; return it."""
         old = self.master_port()
         # NOGOODSLAVE until the sentinel has fresh INFO from the replica: ask again
-        wait_for(lambda: self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE),
-                 timeout, "the sentinel to accept SENTINEL FAILOVER")
+        first = self.sentinels[0].client()
+        wait_for(lambda: first.execute_command("SENTINEL", "FAILOVER", SERVICE), timeout,
+                 "the sentinel to accept SENTINEL FAILOVER")
         for sentinel in self.sentinels:
             wait_for(lambda s=sentinel: int(self._state(s)["port"]) != old, timeout,
                      "every sentinel to report the new master")

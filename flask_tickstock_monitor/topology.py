@@ -1,0 +1,427 @@
+"""Which Redis the transport talks to: one server, a Sentinel-watched master, or a Cluster.
+
+URLs (besides redis-py's ``redis://``, ``rediss://``, ``unix://``)::
+
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]
+    redis+cluster://[[user]:password@]host:port[,host:port...]
+
+``?sharded_pubsub=true`` on any of them publishes with ``SPUBLISH`` and subscribes with
+``SSUBSCRIBE`` (Redis 7). ``?sentinel_password=…`` authenticates to the sentinels themselves.
+
+The transport stays topology-blind: it calls :func:`publish_batch`, :func:`ping` and
+:func:`open_pubsub`, and this module routes each to the right server(s). Retries and backoff
+belong to the transport (circuit breaker, subscription backoff), so the clients made here are
+told not to retry on their own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
+SCHEMES = (SENTINEL_SCHEME, CLUSTER_SCHEME)
+SENTINEL_PORT = 26379
+REDIS_PORT = 6379
+_TRUE = ("1", "true", "yes", "on")
+_ATTRIBUTE = "_tickstock_topology"  # set on the clients made here: how they were made
+
+Message = tuple[str, bytes]  # (channel, payload)
+
+
+@dataclass(frozen=True)
+class Topology:
+    kind: str  # "single" | "sentinel" | "cluster"
+    sharded: bool = False
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+
+def parse_url(url: str) -> Topology:
+    """The topology ``url`` names; ``ValueError`` says what is wrong with it."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    sharded = query.pop("sharded_pubsub", "false").lower() in _TRUE
+    if parts.scheme not in SCHEMES:
+        return Topology("single", sharded)
+    unknown = set(query) - {"sentinel_password"}
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} in {parts.scheme} URL")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    default_port = SENTINEL_PORT if parts.scheme == SENTINEL_SCHEME else REDIS_PORT
+    hosts = tuple(_host_port(item, default_port) for item in hostlist.split(",") if item)
+    if not hosts:
+        raise ValueError(f"no host:port in {parts.scheme} URL")
+    topology = Topology(
+        "sentinel" if parts.scheme == SENTINEL_SCHEME else "cluster",
+        sharded,
+        hosts,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        sentinel_password=query.get("sentinel_password"),
+    )
+    path = [p for p in parts.path.split("/") if p]
+    if topology.kind == "cluster":
+        if path:
+            raise ValueError("a cluster has no databases: drop the path from the URL")
+        return topology
+    if not path or len(path) > 2:
+        raise ValueError("a sentinel URL ends in /service_name or /service_name/db")
+    db = path[1] if len(path) == 2 else "0"
+    if not db.isdigit():
+        raise ValueError(f"database {db!r} in a sentinel URL is not a number")
+    return replace(topology, service=unquote(path[0]), db=int(db))
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    if not sep:
+        return item, default_port
+    if not port.isdigit():
+        raise ValueError(f"port {port!r} of {item!r} is not a number")
+    return host.strip("[]"), int(port)
+
+
+def without_topology_options(url: str) -> str:
+    """``url`` without the options redis-py does not know (for ``Redis.from_url``)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "sharded_pubsub"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def url_from_config(reader: Any, url: str) -> str:
+    """Fold ``SENTINELS`` / ``SENTINEL_SERVICE`` / ``SHARDED_PUBSUB`` config keys into ``url``.
+
+    ``reader`` is the app's :class:`~flask_tickstock_monitor.config.ConfigReader`; keeping the
+    whole topology in the URL lets every client made from it (publisher, planes, CLI) agree.
+    """
+    from .config import ConfigurationError, as_bool, as_str, as_str_tuple
+
+    sentinels = reader.get("SENTINELS", (), as_str_tuple)
+    if sentinels:
+        service = reader.get("SENTINEL_SERVICE", None, as_str)
+        if not service:
+            raise ConfigurationError(
+                "TICKSTOCK_MONITOR_SENTINEL_SERVICE: set the master's service name"
+                " (e.g. 'mymaster') to go with TICKSTOCK_MONITOR_SENTINELS"
+            )
+        single = urlsplit(url)
+        auth = single.netloc.rpartition("@")[0] if single.scheme in ("redis", "rediss") else ""
+        db = single.path.strip("/") if single.scheme in ("redis", "rediss") else ""
+        url = (f"{SENTINEL_SCHEME}://{auth + '@' if auth else ''}{','.join(sentinels)}"
+               f"/{service}{'/' + db if db.isdigit() else ''}")
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"TICKSTOCK_MONITOR_SENTINELS: {exc}") from None
+    if reader.get("SHARDED_PUBSUB", False, as_bool) and not parse_url(url).sharded:
+        if urlsplit(url).scheme == "memory":
+            raise ConfigurationError(
+                "TICKSTOCK_MONITOR_SHARDED_PUBSUB: the embedded memory:// server has no"
+                " sharded pub/sub"
+            )
+        url += ("&" if urlsplit(url).query else "?") + "sharded_pubsub=true"
+    return url
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+class MasterCheckedConnection(SentinelManagedConnection):
+    """Refuses a server that is no longer the master.
+
+    During a failover a sentinel may still name the old master, and PUBLISH succeeds on a
+    replica: the message would reach nobody. ``ROLE`` after connecting turns that into a
+    connection error, which the transport retries.
+    """
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health=check_health)
+        try:
+            self.send_command("ROLE")
+            role = self.read_response()
+        except redis.ResponseError:  # ROLE not allowed for this user: trust the sentinels
+            return
+        if not role or redis.utils.str_if_bytes(role[0]) != "master":
+            self.disconnect()
+            raise redis.ConnectionError(f"{self.host}:{self.port} is not the master (any more)")
+
+
+def connect(url: str, *, socket_timeout: float, **options: Any) -> Any:
+    """A client for a ``redis://``, ``redis+sentinel://`` or ``redis+cluster://`` URL."""
+    topology = parse_url(url)
+    options.setdefault("socket_timeout", socket_timeout)
+    options.setdefault("socket_connect_timeout", socket_timeout)
+    auth = {"username": topology.username, "password": topology.password}
+    if topology.kind == "single":
+        client = redis.Redis.from_url(without_topology_options(url), **options)
+    elif topology.kind == "sentinel":
+        sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
+        sentinel = Sentinel(
+            list(topology.hosts),
+            sentinel_kwargs={**sentinel_options, "password": topology.sentinel_password},
+        )
+        client = sentinel.master_for(
+            topology.service,
+            connection_class=MasterCheckedConnection,
+            db=topology.db,
+            retry=Retry(NoBackoff(), 0),
+            **auth,
+            **options,
+        )
+    else:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
+            retry=Retry(NoBackoff(), 0),
+            require_full_coverage=False,
+            **auth,
+            **options,
+        )
+    setattr(client, _ATTRIBUTE, topology)
+    return client
+
+
+def topology_of(client: Any) -> Topology:
+    """How ``client`` reaches Redis (also for a client the application made itself)."""
+    known = getattr(client, _ATTRIBUTE, None)
+    if known is not None:
+        return known  # type: ignore[no-any-return]
+    if _is_cluster(client):
+        return Topology("cluster")
+    if isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool):
+        return Topology("sentinel")
+    return Topology("single")
+
+
+def is_embedded(client: Any) -> bool:
+    return type(client).__module__.startswith("fakeredis")
+
+
+def _is_cluster(client: Any) -> bool:
+    return hasattr(client, "nodes_manager") and hasattr(client, "get_node_from_key")
+
+
+def describe(client: Any) -> dict[str, Any]:
+    """What a diagnostic prints about the topology (no passwords)."""
+    topology = topology_of(client)
+    out: dict[str, Any] = {"kind": topology.kind, "sharded_pubsub": topology.sharded}
+    if topology.kind == "sentinel":
+        pool = client.connection_pool
+        out["service"] = pool.service_name
+        host, port = pool.get_master_address()
+        out["master"] = f"{host}:{port}"
+    elif topology.kind == "cluster":
+        out["nodes"] = sorted(node.name for node in client.get_nodes())
+    return out
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+
+def publish_batch(client: Any, messages: Sequence[Message]) -> None:
+    """Publish ``messages`` in one round trip per server; raise on any failure."""
+    topology = topology_of(client)
+    command = b"SPUBLISH" if topology.sharded else b"PUBLISH"
+    if topology.kind == "cluster":
+        _publish_on_cluster(client, command, messages, topology.sharded)
+        return
+    pool = getattr(client, "connection_pool", None)
+    if is_embedded(client) or pool is None or not hasattr(pool, "get_connection"):
+        pipe = client.pipeline(transaction=False)
+        for channel, payload in messages:
+            pipe.execute_command(command.decode(), channel, payload)
+        pipe.execute()
+        return
+    send_on_pool(pool, command, messages)
+
+
+def send_on_pool(pool: Any, command: bytes, messages: Sequence[Message]) -> None:
+    """One packed write of publish commands and one read per reply.
+
+    Several times faster than redis-py's generic pipeline for the small messages we send.
+    """
+    packed = b"".join(
+        b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+        % (len(command), command, len(ch), ch, len(data), data)
+        for ch, data in ((c.encode(), d) for c, d in messages)
+    )
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([packed], check_health=False)
+        for _ in messages:
+            reply = conn.read_response()
+            if isinstance(reply, Exception):
+                raise reply
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _publish_on_cluster(
+    client: Any, command: bytes, messages: Sequence[Message], sharded: bool
+) -> None:
+    # Sharded: each channel to the primary of its slot. Classic: every node relays to the whole
+    # cluster, so all go to one node.
+    by_node: dict[str, tuple[Any, list[Message]]] = {}
+    try:
+        for message in messages:
+            node = client.get_node_from_key(message[0]) if sharded else client.get_default_node()
+            by_node.setdefault(node.name, (node, []))[1].append(message)
+        for node, batch in by_node.values():
+            send_on_pool(client.get_redis_connection(node).connection_pool, command, batch)
+    except Exception:
+        refresh(client, replace_default=True)
+        raise
+
+
+def refresh(client: Any, *, replace_default: bool = False) -> None:
+    """Ask a cluster for its current slots and nodes again (best effort; no-op otherwise)."""
+    if not _is_cluster(client):
+        return
+    try:
+        client.nodes_manager.initialize()
+        if replace_default:
+            client.replace_default_node()
+    except Exception:  # the cluster is still unreachable: the transport retries later
+        pass
+
+
+def ping(client: Any) -> None:
+    """Raise unless the server that takes our publishes answers (a cluster: any one node)."""
+    if _is_cluster(client):
+        client.get_redis_connection(client.get_default_node()).ping()
+    else:
+        client.ping()
+
+
+# --- subscribing -----------------------------------------------------------------------------
+
+
+class NodePubSubs:
+    """Plain PubSubs, one per server that must hear our subscriptions, polled in turn.
+
+    It offers what :class:`~flask_tickstock_monitor.transport.Subscription` uses of a PubSub
+    (``subscribe``, ``get_message``, ``ping``, ``close``). Sharded channels are subscribed on
+    the primary of their slot, one SSUBSCRIBE per channel (a node refuses several slots in one).
+    """
+
+    def __init__(self, client: Any, sharded: bool):
+        self.client = client
+        self.sharded = sharded
+        self.pubsubs: dict[str, Any] = {}
+
+    def _pubsub_for(self, node: Any) -> Any:
+        if node is None:  # not a cluster: the client's own server
+            key, redis_client = "", self.client
+        else:
+            key, redis_client = node.name, self.client.get_redis_connection(node)
+        if key not in self.pubsubs:
+            self.pubsubs[key] = redis_client.pubsub(ignore_subscribe_messages=False)
+        return self.pubsubs[key]
+
+    def subscribe(self, *channels: str) -> None:
+        cluster = _is_cluster(self.client)
+        if not self.sharded:
+            node = random.choice(self.client.get_primaries()) if cluster else None
+            self._pubsub_for(node).subscribe(*channels)
+            return
+        for channel in channels:
+            node = self.client.get_node_from_key(channel) if cluster else None
+            self._pubsub_for(node).ssubscribe(channel)
+
+    def get_message(self, timeout: float = 0.0) -> dict[str, Any] | None:
+        pubsubs = list(self.pubsubs.values())
+        share = timeout / max(1, len(pubsubs))
+        for pubsub in pubsubs:
+            message = pubsub.get_message(timeout=share)
+            if message is not None:
+                return message  # type: ignore[no-any-return]
+        return None
+
+    def ping(self) -> None:
+        for pubsub in self.pubsubs.values():
+            pubsub.ping()
+
+    def close(self) -> None:
+        for pubsub in self.pubsubs.values():
+            try:
+                pubsub.close()
+            except Exception:
+                pass
+
+
+def open_pubsub(client: Any, *, reconnecting: bool) -> Any:
+    """A PubSub-like object for the transport's subscription; not yet subscribed."""
+    topology = topology_of(client)
+    if topology.kind == "cluster":
+        if reconnecting:  # the server we were on may be gone: route with fresh slots
+            refresh(client)
+        return NodePubSubs(client, topology.sharded)
+    if topology.sharded:
+        return NodePubSubs(client, True)
+    return client.pubsub(ignore_subscribe_messages=False)
+
+
+SUBSCRIBED_TYPES = ("subscribe", "ssubscribe")
+DATA_TYPES = ("message", "pmessage", "smessage")
+
+
+# --- diagnostics -----------------------------------------------------------------------------
+
+
+def channel_counts(
+    client: Any, pattern: str = "*", *, sharded: bool | None = None
+) -> dict[str, int]:
+    """Subscribers per channel matching ``pattern``, summed over every server that has some.
+
+    Classic subscriptions are counted where the subscriber is connected (each node of a cluster
+    counts its own); sharded ones with SHARDCHANNELS/SHARDNUMSUB. ``sharded`` defaults to how
+    ``client`` publishes.
+    """
+    if sharded is None:
+        sharded = topology_of(client).sharded
+    channels_cmd, numsub_cmd = ("SHARDCHANNELS", "SHARDNUMSUB") if sharded else (
+        "CHANNELS", "NUMSUB")
+    counts: dict[str, int] = defaultdict(int)
+    for server in _servers(client):
+        channels = server.execute_command("PUBSUB", channels_cmd, pattern)
+        if not channels:
+            continue
+        reply = server.execute_command("PUBSUB", numsub_cmd, *channels)
+        for channel, count in _pairs(reply):
+            counts[redis.utils.str_if_bytes(channel)] += int(count)
+    return dict(sorted(counts.items()))
+
+
+def _servers(client: Any) -> Iterable[Any]:
+    if _is_cluster(client):
+        return [client.get_redis_connection(node) for node in client.get_nodes()]
+    return [client]
+
+
+def _pairs(reply: Any) -> Iterable[tuple[Any, Any]]:
+    if isinstance(reply, dict):
+        return reply.items()
+    if reply and isinstance(reply[0], (list, tuple)):  # redis-py may have parsed it already
+        return reply  # type: ignore[no-any-return]
+    return zip(reply[::2], reply[1::2], strict=True)
+
