@@ -89,10 +89,10 @@ def as_number(
         number = kind(value)
     except (TypeError, ValueError):
         raise ConfigurationError(f"{key} must be a number, got {value!r}") from None
+    if not allow_zero and number <= 0:
+        raise ConfigurationError(f"{key} must be greater than 0, got {value!r}")
     if minimum is not None and number < minimum:
         raise ConfigurationError(f"{key} must be at least {minimum}, got {value!r}")
-    if not allow_zero and number == 0:
-        raise ConfigurationError(f"{key} must be greater than 0, got {value!r}")
     return number
 
 

@@ -103,6 +103,7 @@ def make_app() -> Iterator[Callable[..., tuple[Flask, TickStockMonitor]]]:
     def make(redis_url: str, monitor: TickStockMonitor | None = None, **config: Any):
         app = Flask(f"app{len(made)}")
         app.config["TESTING"] = True
+        app.config["PROPAGATE_EXCEPTIONS"] = False  # the 500 path a real server takes
         app.config["TICKSTOCK_MONITOR_REDIS_URL"] = redis_url
         app.config["TICKSTOCK_MONITOR_COMPONENT"] = "test_component"
         app.config.update(config)
