@@ -37,6 +37,7 @@ _TRUE = ("1", "true", "yes", "on")
 _ATTRIBUTE = "_tickstock_topology"  # set on the clients made here: how they were made
 
 Message = tuple[str, bytes]  # (channel, payload)
+Stored = tuple[str, bytes, int]  # (key, payload, expiry in milliseconds)
 
 
 @dataclass(frozen=True)
@@ -235,37 +236,49 @@ def describe(client: Any) -> dict[str, Any]:
 # --- publishing ------------------------------------------------------------------------------
 
 
-def publish_batch(client: Any, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` in one round trip per server; raise on any failure."""
+def publish_batch(client: Any, messages: Sequence[Message], stores: Sequence[Stored] = ()) -> None:
+    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip
+    per server; raise on any failure."""
     topology = topology_of(client)
     command = b"SPUBLISH" if topology.sharded else b"PUBLISH"
-    if topology.kind == "cluster":
-        _publish_on_cluster(client, command, messages, topology.sharded)
-        return
     pool = getattr(client, "connection_pool", None)
-    if is_embedded(client) or pool is None or not hasattr(pool, "get_connection"):
+    if topology.kind != "cluster" and (
+        is_embedded(client) or pool is None or not hasattr(pool, "get_connection")
+    ):
         pipe = client.pipeline(transaction=False)
         for channel, payload in messages:
             pipe.execute_command(command.decode(), channel, payload)
+        for key, payload, ttl_ms in stores:
+            pipe.set(key, payload, px=ttl_ms)
         pipe.execute()
         return
-    send_on_pool(pool, command, messages)
+    # Packed by hand and written at once, one read per reply: several times faster than
+    # redis-py's generic pipeline for the small messages we send.
+    publishes = [(ch, _pack_publish(command, ch.encode(), data)) for ch, data in messages]
+    sets = [(key, _pack_set(key.encode(), data, ttl)) for key, data, ttl in stores]
+    if topology.kind == "cluster":
+        _send_on_cluster(client, publishes, sets, topology.sharded)
+    else:
+        send_packed(pool, [packed for _, packed in publishes + sets])
 
 
-def send_on_pool(pool: Any, command: bytes, messages: Sequence[Message]) -> None:
-    """One packed write of publish commands and one read per reply.
+def _pack_publish(command: bytes, channel: bytes, data: bytes) -> bytes:
+    return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(command), command, len(channel), channel, len(data), data)
 
-    Several times faster than redis-py's generic pipeline for the small messages we send.
-    """
-    packed = b"".join(
-        b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-        % (len(command), command, len(ch), ch, len(data), data)
-        for ch, data in ((c.encode(), d) for c, d in messages)
-    )
+
+def _pack_set(key: bytes, data: bytes, ttl_ms: int) -> bytes:
+    ms = str(ttl_ms).encode()
+    return b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n" % (
+        len(key), key, len(data), data, len(ms), ms)
+
+
+def send_packed(pool: Any, commands: Sequence[bytes]) -> None:
+    """Write packed ``commands`` on one connection of ``pool`` at once; raise on an error reply."""
     conn = pool.get_connection()
     try:
-        conn.send_packed_command([packed], check_health=False)
-        for _ in messages:
+        conn.send_packed_command([b"".join(commands)], check_health=False)
+        for _ in commands:
             reply = conn.read_response()
             if isinstance(reply, Exception):
                 raise reply
@@ -276,18 +289,26 @@ def send_on_pool(pool: Any, command: bytes, messages: Sequence[Message]) -> None
         pool.release(conn)
 
 
-def _publish_on_cluster(
-    client: Any, command: bytes, messages: Sequence[Message], sharded: bool
+def _send_on_cluster(
+    client: Any,
+    publishes: Sequence[tuple[str, bytes]],
+    sets: Sequence[tuple[str, bytes]],
+    sharded: bool,
 ) -> None:
-    # Sharded: each channel to the primary of its slot. Classic: every node relays to the whole
-    # cluster, so all go to one node.
-    by_node: dict[str, tuple[Any, list[Message]]] = {}
+    # Keys and shard channels go to the primary of their slot; a classic PUBLISH to any one node
+    # is relayed to the whole cluster.
+    by_node: dict[str, tuple[Any, list[bytes]]] = {}
+
+    def add(node: Any, packed: bytes) -> None:
+        by_node.setdefault(node.name, (node, []))[1].append(packed)
+
     try:
-        for message in messages:
-            node = client.get_node_from_key(message[0]) if sharded else client.get_default_node()
-            by_node.setdefault(node.name, (node, []))[1].append(message)
-        for node, batch in by_node.values():
-            send_on_pool(client.get_redis_connection(node).connection_pool, command, batch)
+        for channel, packed in publishes:
+            add(client.get_node_from_key(channel) if sharded else client.get_default_node(), packed)
+        for key, packed in sets:
+            add(client.get_node_from_key(key), packed)
+        for node, commands in by_node.values():
+            send_packed(client.get_redis_connection(node).connection_pool, commands)
     except Exception:
         refresh(client, replace_default=True)
         raise

@@ -78,11 +78,13 @@ is_embedded = topology.is_embedded
 # --- sending ---------------------------------------------------------------------------------
 
 Message = topology.Message
+Stored = topology.Stored
 
 
-def send_batch(client: Any, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` in one round trip per server; raise on any failure."""
-    topology.publish_batch(client, messages)
+def send_batch(client: Any, messages: Sequence[Message], stores: Sequence[Stored] = ()) -> None:
+    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip
+    per server; raise on any failure."""
+    topology.publish_batch(client, messages, stores)
 
 
 # --- publishing ------------------------------------------------------------------------------
