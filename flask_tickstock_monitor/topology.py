@@ -17,6 +17,7 @@ told not to retry on their own.
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +36,9 @@ SENTINEL_PORT = 26379
 REDIS_PORT = 6379
 _TRUE = ("1", "true", "yes", "on")
 _ATTRIBUTE = "_tickstock_topology"  # set on the clients made here: how they were made
+_CHECKED_AT = "_tickstock_master_checked_at"  # set on sentinel pools: last ask for the master
+#: How often (seconds) a publisher or subscription asks the sentinels where the master is.
+MASTER_CHECK_INTERVAL = 1.0
 
 Message = tuple[str, bytes]  # (channel, payload)
 Stored = tuple[str, bytes, int]  # (key, payload, expiry in milliseconds)
@@ -258,8 +262,24 @@ def publish_batch(client: Any, messages: Sequence[Message], stores: Sequence[Sto
     sets = [(key, _pack_set(key.encode(), data, ttl)) for key, data, ttl in stores]
     if topology.kind == "cluster":
         _send_on_cluster(client, publishes, sets, topology.sharded)
-    else:
-        send_packed(pool, [packed for _, packed in publishes + sets])
+        return
+    if isinstance(pool, SentinelConnectionPool):
+        _follow_master(pool)
+    send_packed(pool, [packed for _, packed in publishes + sets])
+
+
+def _follow_master(pool: SentinelConnectionPool) -> None:
+    # A forced failover leaves the old master accepting PUBLISH (to nobody) for several seconds
+    # before the sentinels demote it, so ask them, at most once a second: a changed address
+    # makes redis-py drop the pool's idle connections, and the next one goes to the new master.
+    now = time.monotonic()
+    if now - getattr(pool, _CHECKED_AT, 0.0) < MASTER_CHECK_INTERVAL:
+        return
+    setattr(pool, _CHECKED_AT, now)
+    try:
+        pool.get_master_address()
+    except redis.ConnectionError:  # no sentinel answers: keep the master we have
+        pass
 
 
 def _pack_publish(command: bytes, channel: bytes, data: bytes) -> bytes:
@@ -390,6 +410,49 @@ class NodePubSubs:
                 pass
 
 
+class FollowMaster:
+    """A PubSub on a sentinel-managed master that leaves when the sentinels name another one.
+
+    The old master of a forced failover keeps its subscribers, and hears nothing more, until the
+    sentinels demote it seconds later; asking them once a second cuts that short.
+    """
+
+    def __init__(self, client: Any, pubsub: Any):
+        self.pool = client.connection_pool
+        self.pubsub = pubsub
+        self.checked_at = time.monotonic()
+
+    def subscribe(self, *channels: str) -> None:
+        self.pubsub.subscribe(*channels)
+
+    def get_message(self, timeout: float = 0.0) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if now - self.checked_at >= MASTER_CHECK_INTERVAL:
+            self.checked_at = now
+            self._check()
+        return self.pubsub.get_message(timeout=timeout)  # type: ignore[no-any-return]
+
+    def _check(self) -> None:
+        try:
+            master = self.pool.get_master_address()
+        except redis.ConnectionError:  # no sentinel answers: keep the master we have
+            return
+        inner = getattr(self.pubsub, "pubsubs", None)
+        for pubsub in inner.values() if inner is not None else [self.pubsub]:
+            conn = pubsub.connection
+            if conn is not None and (conn.host, conn.port) != master:
+                raise redis.ConnectionError(
+                    f"the sentinels moved the master from {conn.host}:{conn.port} to"
+                    f" {master[0]}:{master[1]}"
+                )
+
+    def ping(self) -> None:
+        self.pubsub.ping()
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
 def open_pubsub(client: Any, *, reconnecting: bool) -> Any:
     """A PubSub-like object for the transport's subscription; not yet subscribed."""
     topology = topology_of(client)
@@ -397,9 +460,14 @@ def open_pubsub(client: Any, *, reconnecting: bool) -> Any:
         if reconnecting:  # the server we were on may be gone: route with fresh slots
             refresh(client)
         return NodePubSubs(client, topology.sharded)
-    if topology.sharded:
-        return NodePubSubs(client, True)
-    return client.pubsub(ignore_subscribe_messages=False)
+    pubsub = (
+        NodePubSubs(client, True)
+        if topology.sharded
+        else client.pubsub(ignore_subscribe_messages=False)
+    )
+    if isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool):
+        return FollowMaster(client, pubsub)
+    return pubsub
 
 
 SUBSCRIBED_TYPES = ("subscribe", "ssubscribe")
