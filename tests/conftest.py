@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from servers import RedisServer
 
 from flask_tickstock_monitor import TickStockMonitor
-from servers import RedisServer
 
 
 @pytest.fixture
@@ -34,7 +34,9 @@ class ChannelRecorder:
     """Subscribes to channels with plain redis-py and keeps every message, decoded from JSON."""
 
     def __init__(self, client: Any, *channels: str):
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.client = client  # a dropped client closes its pool, and the pubsub's socket with it
+        self.error: Exception | None = None
+        self.pubsub = client.pubsub()
         self.pubsub.subscribe(*channels)
         self.messages: list[tuple[str, Any]] = []
         self.raw: list[tuple[str, bytes]] = []
@@ -43,7 +45,7 @@ class ChannelRecorder:
         confirmed = 0
         deadline = time.monotonic() + 5
         while confirmed < len(channels) and time.monotonic() < deadline:
-            msg = self.pubsub.get_message(ignore_subscribe_messages=False, timeout=0.1)
+            msg = self.pubsub.get_message(timeout=0.1)
             if msg and msg["type"] == "subscribe":
                 confirmed += 1
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -53,7 +55,8 @@ class ChannelRecorder:
         while not self._stop:
             try:
                 msg = self.pubsub.get_message(timeout=0.05)
-            except Exception:
+            except Exception as exc:
+                self.error = exc
                 return
             if msg and msg["type"] == "message":
                 channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
@@ -118,3 +121,22 @@ def make_app() -> Iterator[Callable[..., tuple[Flask, TickStockMonitor]]]:
             monitor.shutdown(timeout=1.0, app=app)
         except RuntimeError:
             pass
+
+
+# --- databases for the durable error log -----------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own (skipped if unreachable, failed in CI)."""
+    from databases import postgres_database
+
+    yield from postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """The error log's database, once on SQLite (a file in tmp_path), once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/instance/errors.db"
+    return str(request.getfixturevalue("postgres_url"))
