@@ -486,19 +486,54 @@ def channel_counts(
     counts its own); sharded ones with SHARDCHANNELS/SHARDNUMSUB. ``sharded`` defaults to how
     ``client`` publishes.
     """
-    if sharded is None:
-        sharded = topology_of(client).sharded
-    channels_cmd, numsub_cmd = ("SHARDCHANNELS", "SHARDNUMSUB") if sharded else (
-        "CHANNELS", "NUMSUB")
+    sharded = topology_of(client).sharded if sharded is None else sharded
     counts: dict[str, int] = defaultdict(int)
     for server in _servers(client):
-        channels = server.execute_command("PUBSUB", channels_cmd, pattern)
-        if not channels:
-            continue
-        reply = server.execute_command("PUBSUB", numsub_cmd, *channels)
-        for channel, count in _pairs(reply):
-            counts[redis.utils.str_if_bytes(channel)] += int(count)
+        reply = server.execute_command(
+            "PUBSUB", "SHARDCHANNELS" if sharded else "CHANNELS", pattern
+        )
+        for channel, count in _numsub(server, [_text(c) for c in reply], sharded):
+            counts[channel] += count
     return dict(sorted(counts.items()))
+
+
+def subscriber_counts(
+    client: Any, channels: Iterable[str], *, sharded: bool | None = None
+) -> dict[str, int]:
+    """Subscribers of each of ``channels`` (0 for none), summed over the servers."""
+    sharded = topology_of(client).sharded if sharded is None else sharded
+    counts = dict.fromkeys(channels, 0)
+    for server in _servers(client):
+        for channel, count in _numsub(server, list(counts), sharded):
+            counts[channel] += count
+    return counts
+
+
+def publish_one(client: Any, channel: str, data: bytes | str) -> int:
+    """Publish one message the way ``client`` publishes; return how many subscribers there are.
+
+    A cluster's reply counts only the receiving node's subscribers, so ask all of them.
+    """
+    topology = topology_of(client)
+    command = "SPUBLISH" if topology.sharded else "PUBLISH"
+    if topology.kind != "cluster":
+        return int(client.execute_command(command, channel, data))
+    if topology.sharded:
+        client.execute_command(command, channel, data)  # routed by the channel's slot
+    else:
+        client.get_redis_connection(client.get_default_node()).publish(channel, data)
+    return subscriber_counts(client, [channel])[channel]
+
+
+def _numsub(server: Any, channels: list[str], sharded: bool) -> list[tuple[str, int]]:
+    if not channels:
+        return []
+    reply = server.execute_command("PUBSUB", "SHARDNUMSUB" if sharded else "NUMSUB", *channels)
+    return [(_text(channel), int(count)) for channel, count in _pairs(reply)]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _servers(client: Any) -> Iterable[Any]:

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 import pytest
 from topologies import ClusterGroup, wait_for
 
-from flask_tickstock_monitor.topology import channel_counts, describe
+from flask_tickstock_monitor.topology import (
+    channel_counts,
+    describe,
+    publish_one,
+    subscriber_counts,
+)
 from flask_tickstock_monitor.transport import Outgoing, Subscription, connect
 
 CHANNELS = ("tickstock:errors", "tickstock:monitoring", "tickstock:cache:invalidation")
@@ -52,6 +57,12 @@ def test_classic_pubsub_reaches_a_subscriber_on_every_node(cluster, make_app, re
         "nodes": sorted(f"127.0.0.1:{node.port}" for node in cluster.nodes),
     }
     assert channel_counts(state.client(), "tickstock:*") == {channel: 3 for channel in CHANNELS}
+    assert subscriber_counts(state.client(), [*CHANNELS, "none"]) == {
+        **{channel: 3 for channel in CHANNELS}, "none": 0}
+    # the CLI's test publish: one PUBLISH, the subscribers of every node counted
+    assert publish_one(state.client(), CHANNELS[1], json.dumps({"n": 2})) == 3
+    for recorder in recorders:
+        assert recorder.wait_count(CHANNELS[1], 2)[1] == {"n": 2}
 
 
 def test_sharded_pubsub_goes_to_the_owner_of_each_channel(cluster, make_app):
@@ -78,17 +89,22 @@ def test_sharded_pubsub_goes_to_the_owner_of_each_channel(cluster, make_app):
             CHANNELS[0]: 2, CHANNELS[1]: 1, CHANNELS[2]: 1}
         # sharded messages are not relayed to classic subscribers
         assert channel_counts(state.client(), "tickstock:*", sharded=False) == {}
-        plain = [owner.get_message(timeout=1) for _ in range(3)]
+        assert subscriber_counts(state.client(), CHANNELS) == {
+            CHANNELS[0]: 2, CHANNELS[1]: 1, CHANNELS[2]: 1}
+        assert publish_one(state.client(), CHANNELS[0], json.dumps({"n": 2})) == 2
+        wait_for(lambda: len(got) == 5, 5, "the test message")
+        plain = [owner.get_message(timeout=1) for _ in range(4)]
     finally:
         subscription.stop()
         owner.close()
 
-    [event, probe] = received_on(got, CHANNELS[0])
+    [event, probe, test] = received_on(got, CHANNELS[0])
+    assert test == {"n": 2}
     assert (event["error_id"], event["message"]) == (error_id, "sharded")
     assert probe == {"type": "probe", "channel": CHANNELS[0], "n": 1}
     for channel in CHANNELS[1:]:
         assert received_on(got, channel) == [{"type": "probe", "channel": channel, "n": 1}]
-    assert [m["type"] for m in plain] == ["ssubscribe", "smessage", "smessage"]
+    assert [m["type"] for m in plain] == ["ssubscribe", "smessage", "smessage", "smessage"]
     assert json.loads(plain[1]["data"])["error_id"] == error_id
     assert monitor.stats(app=app)["published"] == 4
 
