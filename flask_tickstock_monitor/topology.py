@@ -172,9 +172,9 @@ def connect(url: str, *, socket_timeout: float, **options: Any) -> Any:
     topology = parse_url(url)
     options.setdefault("socket_timeout", socket_timeout)
     options.setdefault("socket_connect_timeout", socket_timeout)
-    auth = {"username": topology.username, "password": topology.password}
+    auth: dict[str, Any] = {"username": topology.username, "password": topology.password}
     if topology.kind == "single":
-        client = redis.Redis.from_url(without_topology_options(url), **options)
+        client: Any = redis.Redis.from_url(without_topology_options(url), **options)
     elif topology.kind == "sentinel":
         sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
         sentinel = Sentinel(
