@@ -98,7 +98,10 @@ def test_queue_full_drops_are_counted_exactly(make_app):
     stats = monitor.stats(app)
     assert stats["dropped"]["queue_full"] == 100 - len(accepted)
     assert len(accepted) >= 5
-    assert all(sender is app and reason == "queue_full" for sender, reason, _ in dropped[:3])
+    # the signal says the same, with the real app as sender (the publisher thread may also be
+    # counting connection failures meanwhile: nothing listens on that port)
+    assert sum(count for _, reason, count in dropped if reason == "queue_full") == 100 - len(accepted)
+    assert all(sender is app for sender, _, _ in dropped)
 
 
 def test_publishing_resumes_after_a_restart(redis_server, make_app, record_channels):
