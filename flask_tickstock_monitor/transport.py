@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
+from . import topology
 
 from .events import dumps
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
 
-SCHEMES = ("redis", "rediss", "unix", "memory")
+SCHEMES = ("redis", "rediss", "unix", "memory", *topology.SCHEMES)
 _MEMORY_SERVERS: dict[str, Any] = {}
 _MEMORY_LOCK = threading.Lock()
 _local = threading.local()
@@ -50,10 +50,17 @@ def check_url(url: str) -> None:
             import fakeredis  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the install
             raise ValueError("memory:// needs the 'embedded' extra (pip install fakeredis)") from None
+        if topology.parse_url(url).sharded:
+            raise ValueError("the embedded memory:// server has no sharded pub/sub")
+    else:
+        topology.parse_url(url)
 
 
-def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> redis.Redis:
-    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process."""
+def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> Any:
+    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process.
+
+    ``redis+sentinel://`` and ``redis+cluster://`` URLs are served by :mod:`.topology`.
+    """
     check_url(url)
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -63,83 +70,22 @@ def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> redis.R
         with _MEMORY_LOCK:
             server = _MEMORY_SERVERS.setdefault(name, fakeredis.FakeServer())
         return fakeredis.FakeRedis(server=server)
-    options.setdefault("socket_timeout", socket_timeout)
-    options.setdefault("socket_connect_timeout", socket_timeout)
-    return redis.Redis.from_url(url, **options)
+    return topology.connect(url, socket_timeout=socket_timeout, **options)
 
 
-def is_embedded(client: Any) -> bool:
-    return type(client).__module__.startswith("fakeredis")
+is_embedded = topology.is_embedded
 
 
 # --- sending ---------------------------------------------------------------------------------
 
-Message = tuple[str, bytes]  # (channel, payload)
-Stored = tuple[str, bytes, int]  # (key, payload, expiry in milliseconds)
+Message = topology.Message
+Stored = topology.Stored
 
 
 def send_batch(client: Any, messages: Sequence[Message], stores: Sequence[Stored] = ()) -> None:
-    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip.
-
-    Raise on any failure.
-    """
-    pool = getattr(client, "connection_pool", None)
-    if is_embedded(client) or pool is None or not hasattr(pool, "get_connection"):
-        pipe = client.pipeline(transaction=False)
-        for channel, payload in messages:
-            pipe.publish(channel, payload)
-        for key, payload, ttl_ms in stores:
-            pipe.set(key, payload, px=ttl_ms)
-        pipe.execute()
-        return
-    # One packed write of all PUBLISH commands and a bulk read of the replies: several times
-    # faster than redis-py's generic pipeline for the small messages we send.
-    packed = b"".join(
-        b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ch), ch, len(data), data)
-        for ch, data in ((c.encode(), d) for c, d in messages)
-    )
-    if stores:
-        packed += b"".join(
-            b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n"
-            % (len(k), k, len(data), data, len(ms), ms)
-            for k, data, ms in ((key.encode(), d, str(ttl).encode()) for key, d, ttl in stores)
-        )
-    conn = pool.get_connection()
-    try:
-        replies = len(messages) + len(stores)
-        sock = getattr(conn, "_sock", None)
-        if sock is None:  # not a socket connection we can drive: let redis-py read the replies
-            conn.send_packed_command([packed], check_health=False)
-            for _ in range(replies):
-                reply = conn.read_response()
-                if isinstance(reply, Exception):
-                    raise reply
-        else:
-            sock.sendall(packed)
-            _read_line_replies(sock, replies)
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
-
-
-def _read_line_replies(sock: Any, count: int) -> None:
-    """Consume ``count`` replies of PUBLISH or SET. Each is one line (``:<receivers>``, ``+OK``
-    or ``-<error>``), so counting lines is all the parsing needed: ~20x cheaper than one
-    read_response a reply."""
-    pending = b""
-    while count > 0:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise redis.ConnectionError("Connection closed by server.")
-        data = pending + chunk
-        if data[:1] == b"-" or b"\r\n-" in data:
-            start = 0 if data[:1] == b"-" else data.index(b"\r\n-") + 2
-            line = data[start + 1 : data.find(b"\r\n", start)]
-            raise redis.ResponseError(line.decode("utf-8", "replace"))
-        count -= data.count(b"\r\n")
-        pending = data[data.rfind(b"\r\n") + 2 :] if b"\r\n" in data else data
+    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip
+    per server; raise on any failure."""
+    topology.publish_batch(client, messages, stores)
 
 
 # --- publishing ------------------------------------------------------------------------------
@@ -377,7 +323,7 @@ class Publisher:
         if not self.breaker.ready():
             return False
         try:
-            self.client.ping()
+            topology.ping(self.client)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.breaker.failed()
@@ -544,16 +490,16 @@ class Subscription:
 
     def _listen(self) -> None:
         client = self._client_factory()
-        pubsub = client.pubsub(ignore_subscribe_messages=False)
+        pubsub = topology.open_pubsub(client, reconnecting=self.last_error is not None)
         self._pubsub = pubsub
         pubsub.subscribe(*self.channels)
         pending = set(self.channels)
         deadline = time.monotonic() + self.probe_timeout + 1.0
         while pending:  # wait for every subscribe confirmation before calling it connected
             message = pubsub.get_message(timeout=0.2)
-            if message and message["type"] == "subscribe":
+            if message and message["type"] in topology.SUBSCRIBED_TYPES:
                 pending.discard(_text(message["channel"]))
-            elif message and message["type"] == "message":
+            elif message and message["type"] in topology.DATA_TYPES:
                 self._dispatch(message)
             if time.monotonic() > deadline:
                 raise ConnectionError(f"no subscribe confirmation for {sorted(pending)}")
@@ -575,7 +521,7 @@ class Subscription:
             if message is not None:
                 last_heard = now
                 probe_sent = None
-                if message["type"] in ("message", "pmessage", "smessage"):
+                if message["type"] in topology.DATA_TYPES:
                     self._dispatch(message)
                 continue
             if probe_sent is not None:
