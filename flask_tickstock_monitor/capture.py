@@ -158,12 +158,14 @@ class ErrorCapture:
             if exc is not None and flags.get(_G_CAPTURED) is exc:
                 return None
             flags[_G_CAPTURED] = exc if exc is not None else True
-        if key is None:
-            key = exception_key(exc) if exc is not None else (component, message)
-        allowed, suppressed = self.throttle.admit(key)
-        if not allowed:
-            state.publisher.count_drop("throttled")
-            return None
+        suppressed = 0
+        if self.throttle.limit > 0:
+            if key is None:
+                key = exception_key(exc) if exc is not None else (component, message)
+            allowed, suppressed = self.throttle.admit(key)
+            if not allowed:
+                state.publisher.count_drop("throttled")
+                return None
         error_id = events.new_id()
         fields = dict(context) if context else {}
         if in_request:
