@@ -80,6 +80,7 @@ class MonitorState:
             queue_size=config.queue_size,
             batch_size=config.batch_size,
             exit_flush_timeout=config.exit_flush_timeout,
+            linger=config.publish_linger,
             on_published=self._on_published,
             on_dropped=self._on_dropped,
         )
