@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import Flask, current_app
@@ -180,6 +180,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)
 
 
+def _relay_plane(state: MonitorState) -> Plane:
+    from .relay import RelayPlane  # the relay builds on this module
+
+    return RelayPlane(state)
+
+
 class TickStockMonitor:
     """Publishes an app's errors and health to Redis and relays cache invalidations.
 
@@ -213,6 +219,7 @@ class TickStockMonitor:
         config = load_config(app.config, app.import_name)
         state = MonitorState(self, app, config, reader, redis_client or self.redis_client)
         app.extensions[EXTENSION_KEY] = state
+        state.planes["relay"] = _relay_plane(state)  # even when disabled: caches still register
         if not config.enabled:
             return
         state.capture.attach_to_app(app)
@@ -291,6 +298,30 @@ class TickStockMonitor:
         return self.state(app).capture.track_signal(
             signal, severity=severity, message=message, component=component
         )
+
+    # caches -----------------------------------------------------------------------------------
+
+    def register_cache(self, name: str, cache: Any, *, app: Flask | None = None) -> None:
+        """Let invalidations named ``name`` (or ``"*"``) reach ``cache``.
+
+        ``cache``: a dict or ``MutableMapping``, a Flask-Caching ``Cache``, an object with
+        ``invalidate(cache_type=None, key=None)``, ``reset_cache()`` or ``clear()``, or a
+        callable that takes the message.
+        """
+        self.state(app).planes["relay"].register(name, cache)  # type: ignore[attr-defined]
+
+    def invalidate(
+        self,
+        name: str,
+        keys: Iterable[str] | str | None = None,
+        scope: str | None = None,
+        *,
+        app: Flask | None = None,
+    ) -> str:
+        """Invalidate ``keys`` (all keys when ``None``) of cache ``name`` here and in every
+        process listening on the invalidation channel. Returns the ``invalidation_id``."""
+        relay = self.state(app).planes["relay"]
+        return relay.invalidate(name, keys, scope)  # type: ignore[attr-defined,no-any-return]
 
     # operations -------------------------------------------------------------------------------
 

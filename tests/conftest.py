@@ -34,6 +34,7 @@ class ChannelRecorder:
     """Subscribes to channels with plain redis-py and keeps every message, decoded from JSON."""
 
     def __init__(self, client: Any, *channels: str):
+        self.client = client  # a collected client closes its pool, and with it our connection
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(*channels)
         self.messages: list[tuple[str, Any]] = []
