@@ -53,6 +53,7 @@ def relay_of(app: Flask) -> Any:
 def serving(app: Flask) -> Iterator[str]:
     """Serve ``app`` on a free loopback port in a thread (threading mode); yield its base URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
+    server.daemon_threads = True  # do not wait for open websockets on close
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
