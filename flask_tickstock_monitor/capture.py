@@ -203,7 +203,7 @@ class ErrorCapture:
             extra["suppressed"] = suppressed
         if category:
             extra["category"] = category
-        return events.error_event(
+        event = events.error_event(
             error_id=error_id,
             source=config.source,
             component=component or config.component,
@@ -217,9 +217,11 @@ class ErrorCapture:
             context=self.state.scrubber(context),
             **extra,
         )
+        self._remember(event)  # before it is sent, so that an echo can never beat it back
+        return event
 
-    def remember_published(self, event: Mapping[str, Any]) -> None:
-        """Called on the publisher thread: what we published, so that its echo is not."""
+    def _remember(self, event: Mapping[str, Any]) -> None:
+        """What we publish, so that its echo (a re-log of the received message) is not."""
         self.recent_ids.append(event["error_id"])
         message = event.get("message")
         if isinstance(message, str) and len(message) >= 8:

@@ -115,7 +115,6 @@ class MonitorState:
 
     def _on_published(self, item: Outgoing, event: dict[str, Any]) -> None:
         if item.kind == "error":
-            self.capture.remember_published(event)
             log.info("ERROR-TRACKING: Published error to Redis: %s", event.get("error_type") or "error")
             if signals.error_published.receivers:
                 signals.error_published.send(self.app, event=event)

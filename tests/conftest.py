@@ -34,8 +34,9 @@ class ChannelRecorder:
     """Subscribes to channels with plain redis-py and keeps every message, decoded from JSON."""
 
     def __init__(self, client: Any, *channels: str):
-        self.client = client  # a collected client closes its pool, and with it our connection
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.client = client  # a dropped client closes its pool, and the pubsub's socket with it
+        self.error: Exception | None = None
+        self.pubsub = client.pubsub()
         self.pubsub.subscribe(*channels)
         self.messages: list[tuple[str, Any]] = []
         self.raw: list[tuple[str, bytes]] = []
@@ -44,7 +45,7 @@ class ChannelRecorder:
         confirmed = 0
         deadline = time.monotonic() + 5
         while confirmed < len(channels) and time.monotonic() < deadline:
-            msg = self.pubsub.get_message(ignore_subscribe_messages=False, timeout=0.1)
+            msg = self.pubsub.get_message(timeout=0.1)
             if msg and msg["type"] == "subscribe":
                 confirmed += 1
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -54,7 +55,8 @@ class ChannelRecorder:
         while not self._stop:
             try:
                 msg = self.pubsub.get_message(timeout=0.05)
-            except Exception:
+            except Exception as exc:
+                self.error = exc
                 return
             if msg and msg["type"] == "message":
                 channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]

@@ -1,0 +1,429 @@
+"""Error events on a real redis-server: every path an error takes, each published once."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+from blinker import Namespace
+from flask import abort, jsonify
+
+CHANNEL = "tickstock:errors"
+REQUIRED = {"type", "error_id", "source", "severity", "component", "message", "timestamp", "context"}
+
+
+@pytest.fixture
+def setup(redis_server, make_app, record_channels):
+    def make(**config):
+        app, monitor = make_app(redis_server.url, **config)
+        recorder = record_channels(redis_server.client(), CHANNEL)
+        return app, monitor, recorder
+
+    return make
+
+
+def only_event(app, monitor, recorder):
+    assert monitor.flush(2.0, app=app)
+    events = recorder.wait_count(CHANNEL, 1)
+    recorder.wait(lambda r: False, timeout=0.1)  # anything extra would arrive now
+    assert len(recorder.on(CHANNEL)) == 1, recorder.on(CHANNEL)
+    return events[0]
+
+
+def test_unhandled_exception_publishes_the_contract(setup):
+    app, monitor, recorder = setup()
+
+    @app.route("/quote/<symbol>")
+    def quote(symbol):
+        return {"price": 100 / 0}
+
+    response = app.test_client().get("/quote/AAPL?token=abc&user=bob", headers={"Cookie": "s=1"})
+    assert response.status_code == 500
+    event = only_event(app, monitor, recorder)
+    assert REQUIRED <= set(event)
+    assert event["type"] == "application_error"
+    uuid.UUID(event["error_id"])
+    assert event["source"] == "TickStockAppV2"
+    assert event["severity"] == "error"
+    assert event["component"] == "test_component"
+    assert event["message"] == "ZeroDivisionError: division by zero"
+    assert event["error_type"] == "ZeroDivisionError"
+    assert event["traceback"].startswith("Traceback (most recent call last):")
+    assert "return {\"price\": 100 / 0}" in event["traceback"]
+    assert isinstance(event["timestamp"], float)
+    # only the small snapshot: no query values, cookies, bodies or client IP
+    assert event["context"] == {"endpoint": "quote", "method": "GET", "path": "/quote/AAPL"}
+    assert event["origin"] == "unhandled"
+    assert monitor.stats(app)["published"] == 1
+
+
+def test_request_details_only_when_configured(setup):
+    app, monitor, recorder = setup(
+        TICKSTOCK_MONITOR_INCLUDE_QUERY=True,
+        TICKSTOCK_MONITOR_INCLUDE_HEADERS=True,
+        TICKSTOCK_MONITOR_INCLUDE_CLIENT_IP=True,
+    )
+
+    @app.route("/x")
+    def x():
+        raise RuntimeError("x")
+
+    app.test_client().get(
+        "/x?symbol=AAPL&api_key=k", headers={"Authorization": "Bearer t", "X-Trace": "42"}
+    )
+    context = only_event(app, monitor, recorder)["context"]
+    assert context["query"] == {"symbol": ["AAPL"], "api_key": "[scrubbed]"}
+    assert context["headers"]["Authorization"] == "[scrubbed]"
+    assert context["headers"]["X-Trace"] == "42"
+    assert context["client_ip"] == "127.0.0.1"
+
+
+def test_app_errorhandler_500_publishes_once(setup):
+    app, monitor, recorder = setup()
+
+    @app.errorhandler(500)
+    def server_error(error):
+        return jsonify(error="internal"), 500
+
+    @app.route("/boom")
+    def boom():
+        raise ValueError("bad bar")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "internal"}
+    event = only_event(app, monitor, recorder)
+    assert event["error_type"] == "ValueError"
+    assert event["message"] == "ValueError: bad bar"
+
+
+def test_error_swallowed_by_an_app_handler_is_published_with_its_exception(setup):
+    app, monitor, recorder = setup()
+
+    class FeedError(Exception):
+        pass
+
+    @app.errorhandler(FeedError)
+    def feed_failed(exc):
+        return jsonify(error="feed down"), 502
+
+    @app.route("/feed")
+    def feed():
+        raise FeedError("no prices")
+
+    assert app.test_client().get("/feed").status_code == 502
+    event = only_event(app, monitor, recorder)
+    assert event["origin"] == "handled_5xx"
+    assert event["error_type"] == "FeedError"
+    assert event["message"] == "HTTP 502 BAD GATEWAY from feed: FeedError: no prices"
+    assert "raise FeedError(\"no prices\")" in event["traceback"]
+    assert event["context"]["status"] == 502
+
+
+def test_plain_5xx_response_without_exception(setup):
+    app, monitor, recorder = setup()
+
+    @app.route("/down")
+    def down():
+        abort(503)
+
+    @app.route("/manual")
+    def manual():
+        return "nope", 500
+
+    client = app.test_client()
+    assert client.get("/down").status_code == 503
+    assert client.get("/manual").status_code == 500
+    assert monitor.flush(2.0, app=app)
+    events = recorder.wait_count(CHANNEL, 2)
+    messages = sorted(e["message"] for e in events)
+    assert messages[0] == "HTTP 500 INTERNAL SERVER ERROR from manual"
+    assert messages[1].startswith("HTTP 503 SERVICE UNAVAILABLE from down: ServiceUnavailable")
+
+
+def test_handled_5xx_capture_can_be_turned_off(setup):
+    app, monitor, recorder = setup(TICKSTOCK_MONITOR_CAPTURE_5XX=False)
+
+    @app.route("/manual")
+    def manual():
+        return "nope", 500
+
+    app.test_client().get("/manual")
+    assert monitor.flush(2.0, app=app)
+    assert not recorder.wait(lambda r: r.on(CHANNEL), timeout=0.3)
+
+
+def test_4xx_is_not_an_error(setup):
+    app, monitor, recorder = setup()
+    assert app.test_client().get("/missing").status_code == 404
+    assert monitor.flush(2.0, app=app)
+    assert not recorder.wait(lambda r: r.on(CHANNEL), timeout=0.3)
+
+
+def test_error_log_record_is_published(setup):
+    app, monitor, recorder = setup()
+    logging.getLogger("app.services.bars").error("threshold bars failed for %s", "nasdaq100")
+    event = only_event(app, monitor, recorder)
+    assert event["message"] == "threshold bars failed for nasdaq100"
+    assert event["severity"] == "error"
+    assert event["component"] == "app.services.bars"
+    assert event["origin"] == "logging"
+    assert event["context"]["logger"] == "app.services.bars"
+
+
+def test_log_levels(setup):
+    app, monitor, recorder = setup()
+    log = logging.getLogger("app.levels")
+    log.warning("just a warning")
+    log.critical("disk full")
+    event = only_event(app, monitor, recorder)
+    assert (event["severity"], event["message"]) == ("critical", "disk full")
+
+
+def test_log_record_with_exception_carries_the_traceback(setup):
+    app, monitor, recorder = setup()
+    try:
+        {}["missing"]
+    except KeyError:
+        logging.getLogger("app.x").exception("lookup failed")
+    event = only_event(app, monitor, recorder)
+    assert event["message"] == "lookup failed"
+    assert event["error_type"] == "KeyError"
+    assert "KeyError: 'missing'" in event["traceback"]
+
+
+def test_own_and_ignored_loggers_are_never_published(setup):
+    app, monitor, recorder = setup(TICKSTOCK_MONITOR_IGNORE_LOGGERS=["noisy"])
+    logging.getLogger("flask_tickstock_monitor.transport").error("our own")
+    logging.getLogger("noisy.child").error("ignored by config")
+    logging.getLogger("src.core.services.error_subscriber").error("TickStockAppV2 re-log")
+    logging.getLogger("published").error("this one")
+    assert only_event(app, monitor, recorder)["message"] == "this one"
+
+
+def test_logging_capture_can_be_turned_off(setup):
+    app, monitor, recorder = setup(TICKSTOCK_MONITOR_CAPTURE_LOGGING=False)
+    logging.getLogger("app").error("not published")
+    assert monitor.flush(2.0, app=app)
+    assert not recorder.wait(lambda r: r.on(CHANNEL), timeout=0.3)
+
+
+def test_in_process_relogging_subscriber_does_not_loop(redis_server, setup):
+    """TickStockAppV2 re-logs every tickstock:errors message at ERROR in the same process."""
+    app, monitor, recorder = setup()
+    relog = logging.getLogger("tickstock.app.relogger")
+    relogged = []
+
+    import threading
+
+    pubsub = redis_server.client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(CHANNEL)
+    stop = threading.Event()
+
+    def resubscriber():
+        import json
+
+        while not stop.is_set():
+            msg = pubsub.get_message(timeout=0.05)
+            if msg:
+                data = json.loads(msg["data"])
+                relogged.append(data["error_id"])
+                relog.error("[%s] %s", data["source"], data["message"])
+
+    thread = threading.Thread(target=resubscriber, daemon=True)
+    thread.start()
+    try:
+        with app.app_context():
+            monitor.publish_error("Failed to calculate threshold bars", component="bars")
+        recorder.wait(lambda r: False, timeout=1.0)
+        assert monitor.flush(2.0, app=app)
+    finally:
+        stop.set()
+        thread.join(1)
+        pubsub.close()
+    assert len(recorder.on(CHANNEL)) == 1
+    assert len(relogged) == 1
+
+
+def test_track_signal_publishes_each_send(setup):
+    app, monitor, recorder = setup()
+    calculation_failed = Namespace().signal("calculation-failed")
+    monitor.track_signal(calculation_failed, severity="warning", app=app)
+    calculation_failed.send(app, universe_key="nasdaq100", symbol_count=102, password="x")
+    event = only_event(app, monitor, recorder)
+    assert event["severity"] == "warning"
+    assert event["message"] == "signal calculation-failed"
+    assert event["context"] == {
+        "universe_key": "nasdaq100", "symbol_count": 102, "password": "[scrubbed]",
+        "signal": "calculation-failed", "sender": app.name,
+    }
+
+
+def test_track_signal_with_an_exception_kwarg(setup):
+    app, monitor, recorder = setup()
+    failed = Namespace().signal("job-failed")
+    monitor.track_signal(failed, app=app)
+    try:
+        raise TimeoutError("provider slow")
+    except TimeoutError as exc:
+        failed.send(None, exception=exc, job="eod")
+    event = only_event(app, monitor, recorder)
+    assert event["message"] == "job-failed: provider slow"
+    assert event["error_type"] == "TimeoutError"
+    assert event["context"] == {"job": "eod", "signal": "job-failed"}
+
+
+def test_capture_exception_and_publish_error(setup):
+    app, monitor, recorder = setup()
+    with app.app_context():
+        try:
+            raise OSError("socket closed")
+        except OSError:
+            error_id = monitor.capture_exception(severity="critical", context={"symbol": "AAPL"})
+        other_id = monitor.publish_error(
+            "Failed to calculate threshold bars", component="threshold_bar_service",
+            context={"universe_key": "nasdaq100", "symbol_count": 102}, category="performance",
+        )
+    assert monitor.flush(2.0, app=app)
+    first, second = recorder.wait_count(CHANNEL, 2)
+    assert (first["error_id"], first["severity"], first["error_type"]) == (error_id, "critical", "OSError")
+    assert first["context"] == {"symbol": "AAPL"}
+    assert second["error_id"] == other_id
+    assert second["component"] == "threshold_bar_service"
+    assert second["category"] == "performance"
+    assert second["context"] == {"universe_key": "nasdaq100", "symbol_count": 102}
+    assert "traceback" not in second
+
+
+def test_explicit_calls_validate_their_arguments(setup):
+    app, monitor, _ = setup()
+    with app.app_context():
+        with pytest.raises(ValueError, match="severity must be one of"):
+            monitor.publish_error("x", severity="ERROR")
+        with pytest.raises(ValueError, match="needs an exception"):
+            monitor.capture_exception()
+
+
+def test_same_exception_is_published_once(setup):
+    app, monitor, recorder = setup()
+    exc = RuntimeError("once")
+    with app.app_context():
+        assert monitor.capture_exception(exc) is not None
+        assert monitor.capture_exception(exc) is None
+    only_event(app, monitor, recorder)
+
+
+def test_secrets_are_scrubbed_recursively(setup):
+    app, monitor, recorder = setup()
+    with app.app_context():
+        monitor.publish_error("login failed", context={
+            "user": "bob", "password": "hunter2", "nested": {"api_key": "k", "items": [{"token": "t"}]},
+            "Authorization": "Bearer x", "session_id": "s", "card": {"credit_card": "4111"},
+        })
+    context = only_event(app, monitor, recorder)["context"]
+    assert context == {
+        "user": "bob", "password": "[scrubbed]",
+        "nested": {"api_key": "[scrubbed]", "items": [{"token": "[scrubbed]"}]},
+        "Authorization": "[scrubbed]", "session_id": "[scrubbed]",
+        "card": {"credit_card": "[scrubbed]"},
+    }
+
+
+def test_sizes_are_capped_not_dropped(setup):
+    app, monitor, recorder = setup(
+        TICKSTOCK_MONITOR_MAX_MESSAGE_CHARS=100, TICKSTOCK_MONITOR_MAX_CONTEXT_BYTES=2000
+    )
+    deep: dict = {}
+    node = deep
+    for _ in range(20):
+        node["d"] = {}
+        node = node["d"]
+    with app.app_context():
+        monitor.publish_error("m" * 5000, context={
+            "blob": "x" * 100_000, "deep": deep, "many": list(range(500)),
+        })
+    event = only_event(app, monitor, recorder)
+    assert len(event["message"]) == 100 and event["message"].endswith("[truncated]")
+    context = event["context"]
+    assert len(str(context)) < 3000
+    assert context["blob"].endswith("[truncated]")
+    assert "[truncated]" in str(context["deep"])
+    assert context["many"][-1].endswith("450 more")
+
+
+def test_error_storm_is_throttled_and_the_next_event_says_how_many(setup, monkeypatch):
+    app, monitor, recorder = setup(TICKSTOCK_MONITOR_THROTTLE_LIMIT=3, TICKSTOCK_MONITOR_THROTTLE_WINDOW=60)
+
+    @app.route("/storm")
+    def storm():
+        raise ZeroDivisionError("same place")
+
+    client = app.test_client()
+    for _ in range(50):
+        client.get("/storm")
+    assert monitor.flush(2.0, app=app)
+    assert len(recorder.wait_count(CHANNEL, 3)) == 3
+    stats = monitor.stats(app)
+    assert stats["published"] == 3
+    assert stats["dropped"] == {"throttled": 47}
+    # the window rolls over: the next one carries the suppressed count
+    throttle = monitor.state(app).capture.throttle
+    for entry in throttle._windows.values():
+        entry[0] -= 61
+    client.get("/storm")
+    assert monitor.flush(2.0, app=app)
+    events = recorder.wait_count(CHANNEL, 4)
+    assert events[3]["suppressed"] == 47
+
+
+def test_disabled_monitor_is_a_no_op(setup):
+    app, monitor, recorder = setup(TICKSTOCK_MONITOR_ENABLED=False)
+
+    @app.route("/boom")
+    def boom():
+        raise ValueError("x")
+
+    assert app.test_client().get("/boom").status_code == 500
+    logging.getLogger("app").error("nothing")
+    with app.app_context():
+        assert monitor.publish_error("nothing") is None
+    assert not recorder.wait(lambda r: r.on(CHANNEL), timeout=0.3)
+    stats = monitor.stats(app)
+    assert stats["enabled"] is False
+    assert stats["published"] == 0
+
+
+def test_errors_channel_disabled(setup):
+    app, monitor, recorder = setup(ERROR_CHANNEL_ENABLED="false")
+    with app.app_context():
+        assert monitor.publish_error("nothing") is None
+    assert not recorder.wait(lambda r: r.on(CHANNEL), timeout=0.3)
+
+
+def test_signals_fire_with_the_app_as_sender(setup):
+    from flask_tickstock_monitor.signals import error_published
+
+    app, monitor, recorder = setup()
+    got = []
+
+    def receiver(sender, event, **kwargs):
+        got.append((sender, event["message"]))
+
+    with error_published.connected_to(receiver):
+        with app.app_context():
+            monitor.publish_error("signalled")
+        assert monitor.flush(2.0, app=app)
+    assert got == [(app, "signalled")]
+
+
+def test_published_log_line(setup, caplog):
+    app, monitor, recorder = setup()
+    with caplog.at_level(logging.INFO, logger="flask_tickstock_monitor"):
+        with app.app_context():
+            try:
+                raise KeyError("k")
+            except KeyError:
+                monitor.capture_exception()
+        assert monitor.flush(2.0, app=app)
+    assert "ERROR-TRACKING: Published error to Redis: KeyError" in caplog.messages
