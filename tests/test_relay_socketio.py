@@ -14,6 +14,7 @@ import socketio
 from flask import Flask, request
 from flask_socketio import SocketIO
 from relayutil import invalidation, publish, relay_of, serving, wait_for
+from servers import RedisServer
 
 from flask_tickstock_monitor import TickStockMonitor
 
@@ -46,6 +47,16 @@ class Browser:
 
     def close(self) -> None:
         self.client.disconnect()
+
+
+@pytest.fixture(scope="session")
+def queue_server() -> Iterator[RedisServer]:
+    """The Socket.IO message queue's server. It outlives every test: Flask-SocketIO's queue
+    listener threads never stop, and once their server is gone they log an ERROR every few
+    seconds, which other tests' monitors would capture."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -116,8 +127,10 @@ def test_namespace_is_configurable(socket_apps, browsers, redis_server):
     assert browser.received("cache_invalidated", "/") == []
 
 
-def test_each_browser_gets_each_event_once_with_two_workers(socket_apps, browsers, redis_server):
-    queue_url = redis_server.url
+def test_each_browser_gets_each_event_once_with_two_workers(
+    socket_apps, browsers, redis_server, queue_server
+):
+    queue_url = queue_server.url
     app_a, monitor_a, sio_a, url_a = socket_apps(message_queue=queue_url)
     app_b, monitor_b, sio_b, url_b = socket_apps(message_queue=queue_url)
     for app, monitor in ((app_a, monitor_a), (app_b, monitor_b)):
