@@ -48,6 +48,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         TICKSTOCK_MONITOR_REDIS_URL=os.environ.get("TICKSTOCK_MONITOR_REDIS_URL", "memory://demo"),
         TICKSTOCK_MONITOR_COMPONENT="example_app",
+        # the durable error log: `flask --app example_app tickstock errors` lists what it kept
+        TICKSTOCK_MONITOR_DATABASE_URI=os.environ.get(
+            "TICKSTOCK_MONITOR_DATABASE_URI",
+            f"sqlite:///{os.path.join(app.instance_path, 'errors.db')}",
+        ),
     )
     app.config.update(config or {})
     monitor.init_app(app)

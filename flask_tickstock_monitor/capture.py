@@ -103,17 +103,14 @@ def request_snapshot(state: MonitorState) -> dict[str, Any]:
     if not has_request_context():
         return {}
     config = state.config
-    snapshot: dict[str, Any] = {
-        "endpoint": request.endpoint,
-        "method": request.method,
-        "path": request.path,
-    }
-    if config.include_query and request.args:
-        snapshot["query"] = request.args.to_dict(flat=False)
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    snapshot: dict[str, Any] = {"endpoint": req.endpoint, "method": req.method, "path": req.path}
+    if config.include_query and req.args:
+        snapshot["query"] = req.args.to_dict(flat=False)
     if config.include_headers:
-        snapshot["headers"] = state.scrubber.headers_view(request.headers.items())
+        snapshot["headers"] = state.scrubber.headers_view(req.headers.items())
     if config.include_client_ip:
-        snapshot["client_ip"] = request.remote_addr
+        snapshot["client_ip"] = req.remote_addr
     return snapshot
 
 
@@ -145,6 +142,7 @@ class ErrorCapture:
         key: Any = None,
         category: str | None = None,
         origin: str = "explicit",
+        http: tuple[str, str | None] | None = None,
     ) -> str | None:
         """Queue an error event; returns its ``error_id``, or ``None`` when it was not queued."""
         state = self.state
@@ -154,10 +152,12 @@ class ErrorCapture:
             raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
         if exc is not None and not mark_captured(exc):
             return None
-        if has_request_context():
-            if exc is not None and getattr(g, _G_CAPTURED, None) is exc:
+        in_request = has_request_context()
+        if in_request:
+            flags = g._get_current_object().__dict__
+            if exc is not None and flags.get(_G_CAPTURED) is exc:
                 return None
-            setattr(g, _G_CAPTURED, exc if exc is not None else True)
+            flags[_G_CAPTURED] = exc if exc is not None else True
         if key is None:
             key = exception_key(exc) if exc is not None else (component, message)
         allowed, suppressed = self.throttle.admit(key)
@@ -165,18 +165,21 @@ class ErrorCapture:
             state.publisher.count_drop("throttled")
             return None
         error_id = events.new_id()
-        snapshot = request_snapshot(state)
-        fields = dict(context or {})
-        if snapshot:
-            fields = {**snapshot, **fields}
+        fields = dict(context) if context else {}
+        if in_request:
+            fields = {**request_snapshot(state), **fields}
+        # Only plain data goes into the queue: the exception would keep the request's frames alive.
+        exc_data = events.extract_exception(exc) if exc is not None else None
+        error_type = type(exc).__name__ if exc is not None else None
         timestamp = time.time()
         item = Outgoing(
             channel=state.config.channel_errors,
             build=lambda: self._build(
-                error_id, exc, message, severity, component, fields, timestamp, suppressed,
-                category, origin,
+                error_id, error_type, exc_data, message, http, severity, component, fields,
+                timestamp, suppressed, category, origin,
             ),
             kind="error",
+            severity=severity,
         )
         for sink in self.sinks:
             sink(item)
@@ -185,8 +188,10 @@ class ErrorCapture:
     def _build(
         self,
         error_id: str,
-        exc: BaseException | None,
+        error_type: str | None,
+        exc_data: events.ExceptionData | None,
         message: str | None,
+        http: tuple[str, str | None] | None,
         severity: str,
         component: str | None,
         context: dict[str, Any],
@@ -197,7 +202,11 @@ class ErrorCapture:
     ) -> dict[str, Any]:
         config = self.state.config
         if message is None:
-            message = f"{type(exc).__name__}: {exc}" if exc is not None else "error"
+            described = f"{error_type}: {exc_data[-1][1]}" if exc_data else None
+            if http is not None:
+                message = f"HTTP {http[0]} from {http[1]}" + (f": {described}" if described else "")
+            else:
+                message = described or "error"
         extra: dict[str, Any] = {"origin": origin, "instance_id": self.state.instance_id}
         if suppressed:
             extra["suppressed"] = suppressed
@@ -210,9 +219,9 @@ class ErrorCapture:
             severity=severity,
             message=events.truncate(str(message), config.max_message_chars),
             timestamp=timestamp,
-            error_type=type(exc).__name__ if exc is not None else None,
-            traceback_text=events.format_traceback(exc, config.max_traceback_chars)
-            if exc is not None and exc.__traceback__ is not None
+            error_type=error_type,
+            traceback_text=events.format_traceback(exc_data, config.max_traceback_chars)
+            if exc_data and exc_data[-1][2]
             else None,
             context=self.state.scrubber(context),
             **extra,
@@ -246,7 +255,7 @@ class ErrorCapture:
             # remember the exception so a 5xx they return can still say what it was.
             def handle_user_exception(e: Exception) -> Any:
                 if has_request_context():
-                    setattr(g, _G_HANDLED, e)
+                    g._get_current_object().__dict__[_G_HANDLED] = e
                 return original(e)
 
             app.handle_user_exception = handle_user_exception  # type: ignore[method-assign]
@@ -255,23 +264,22 @@ class ErrorCapture:
         self.capture(exc=exception, severity="error", origin="unhandled")
 
     def _after_request(self, response: Any) -> Any:
-        if response.status_code >= 500 and not getattr(g, _G_CAPTURED, None):
-            exc = getattr(g, _G_HANDLED, None)
-            if exc is not None and getattr(exc, _CAPTURED, False):
-                return response
-            status = response.status
-            message = (
-                f"HTTP {status} from {request.endpoint}: {type(exc).__name__}: {exc}"
-                if exc is not None
-                else f"HTTP {status} from {request.endpoint}"
-            )
-            self.capture(
-                message=message,
-                exc=exc,
-                context={"status": response.status_code},
-                key=("5xx", request.endpoint, response.status_code, type(exc)),
-                origin="handled_5xx",
-            )
+        if response.status_code < 500:
+            return response
+        flags = g._get_current_object().__dict__
+        if flags.get(_G_CAPTURED):
+            return response
+        exc = flags.get(_G_HANDLED)
+        if exc is not None and getattr(exc, _CAPTURED, False):
+            return response
+        endpoint = request.endpoint
+        self.capture(
+            exc=exc,
+            context={"status": response.status_code},
+            key=("5xx", endpoint, response.status_code, type(exc)),
+            origin="handled_5xx",
+            http=(response.status, endpoint),
+        )
         return response
 
     # logging ----------------------------------------------------------------------------------

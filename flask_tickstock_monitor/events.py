@@ -7,10 +7,11 @@ received message reaches any code: JSON only, nothing is unpickled or evaluated.
 from __future__ import annotations
 
 import json
+import linecache
 import math
 import re
-import traceback
-import uuid
+import random
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,8 +59,15 @@ class InvalidMessage(ValueError):
         self.detail = detail
 
 
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string. ``random`` is reseeded in forked children; this is
+    3x cheaper than ``uuid.uuid4()`` on the request thread, and the ids are not secrets."""
+    h = "%032x" % (random.getrandbits(128) & _V4_CLEAR | _V4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def truncate(text: str, limit: int) -> str:
@@ -144,12 +152,81 @@ class Scrubber:
         return truncate(repr(value), string_cap)
 
 
-def format_traceback(exc: BaseException, limit: int) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+#: An exception reduced to plain data on the thread that raised it: for each exception of the
+#: chain, oldest first, (type name, message, [(file, line, function)], note that follows it).
+ExceptionData = list[tuple[str, str, list[tuple[str, int, str]], str]]
+
+
+def extract_exception(exc: BaseException) -> ExceptionData:
+    """Copy out of ``exc`` what a traceback needs, so no frame is kept alive in a queue.
+
+    Holding the exception until the publisher thread formats it would keep every frame of the
+    request alive and promote them into older GC generations: a cost the request thread pays.
+    """
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    note = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, note))
+        if current.__cause__ is not None:
+            current, note = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, note = current.__context__, _CONTEXT
+        else:
+            current = None
+    data: ExceptionData = []
+    for error, note in reversed(chain):
+        frames = []
+        tb: types.TracebackType | None = error.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            frames.append((code.co_filename, tb.tb_lineno, code.co_name))
+            tb = tb.tb_next
+        try:
+            message = str(error)
+        except Exception:  # a broken __str__ must not lose the event
+            message = "<unprintable>"
+        data.append((_type_name(type(error)), message, frames, note))
+    return data
+
+
+def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
+    """The standard "Traceback (most recent call last)" text, chained causes included.
+
+    Written out here because ``traceback.format_exception`` locates the error's columns by
+    parsing source code, which costs ~300 us an exception on 3.11: more than the request.
+    """
+    data = extract_exception(exc) if isinstance(exc, BaseException) else exc
+    parts: list[str] = []
+    for type_name, message, frames, note in data:
+        if frames:
+            parts.append("Traceback (most recent call last):\n")
+        for filename, lineno, name in frames:
+            parts.append(f'  File "{filename}", line {lineno}, in {name}\n')
+            line = linecache.getline(filename, lineno).strip()
+            if line:
+                parts.append(f"    {line}\n")
+        parts.append(f"{type_name}: {message}\n" if message else f"{type_name}\n")
+        if note:
+            parts.append(note)
+    text = "".join(parts)
     if len(text) <= limit:
         return text
     # Keep the end: the innermost frames and the exception line are what a reader needs.
     return TRUNCATED + text[-(limit - len(TRUNCATED)) :]
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _type_name(kind: type) -> str:
+    module = kind.__module__
+    if module in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{module}.{kind.__qualname__}"
 
 
 def error_event(

@@ -221,6 +221,11 @@ class TickStockMonitor:
         state.planes["relay"] = _relay_plane(state)  # even when disabled: caches still register
         if not config.enabled:
             return
+        if reader.raw("DATABASE_URI") is not None:
+            from .errorlog import init_errorlog  # imports SQLAlchemy: only when configured
+
+            if (errorlog := init_errorlog(state)) is not None:
+                state.planes["errorlog"] = errorlog
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
         if self.autostart:
@@ -332,8 +337,16 @@ class TickStockMonitor:
         return self.state(app).stats()
 
     def flush(self, timeout: float = 2.0, *, app: Flask | None = None) -> bool:
-        """Wait until every queued event was published or dropped; ``False`` on timeout."""
-        return self.state(app).publisher.flush(timeout)
+        """Wait until every queued event was published (or stored) or dropped; ``False`` on
+        timeout. Covers the publisher and every plane that queues (the durable error log)."""
+        state = self.state(app)
+        deadline = time.monotonic() + timeout
+        flushed = state.publisher.flush(timeout)
+        for plane in state.planes.values():
+            plane_flush = getattr(plane, "flush", None)
+            if plane_flush is not None:
+                flushed = plane_flush(max(0.0, deadline - time.monotonic())) and flushed
+        return bool(flushed)
 
     def shutdown(self, timeout: float = 2.0, *, app: Flask | None = None) -> bool:
         """Flush within ``timeout``, stop every thread and detach the hooks."""

@@ -124,11 +124,14 @@ class Outgoing:
     payload: dict[str, Any] | None = None
     build: Callable[[], dict[str, Any]] | None = None
     kind: str = "event"
+    #: An error's severity, known before it is built, so a sink can filter without building.
+    severity: str | None = None
 
     def resolve(self) -> dict[str, Any]:
         """The message, built once: another consumer (the error log) reuses what was built."""
-        if self.payload is None and self.build is not None:
-            self.payload = self.build()
+        build = self.build  # read once: the publisher and the error log resolve concurrently
+        if self.payload is None and build is not None:
+            self.payload = build()
             self.build = None
         assert self.payload is not None
         return self.payload

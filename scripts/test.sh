@@ -6,5 +6,19 @@ cd "$(dirname "$0")/.."
 . scripts/apt.sh
 need redis-server redis-server
 need redis-cli redis-tools
+# The durable error log's tests create and drop their own database on 127.0.0.1:5432 as user
+# postgres without a password; start the Debian cluster when nothing listens there.
+need psql postgresql
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    pg_version="$(ls /etc/postgresql | sort -V | tail -1)"
+    hba="/etc/postgresql/$pg_version/main/pg_hba.conf"
+    grep -q '^host all postgres 127.0.0.1/32 trust' "$hba" \
+        || sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$pg_version" main start
+    for _ in $(seq 50); do
+        (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break
+        sleep 0.2
+    done
+fi
 . scripts/env.sh dev
 exec python -m pytest "$@"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from servers import RedisServer
 
 from flask_tickstock_monitor import TickStockMonitor
-from servers import RedisServer
 
 
 @pytest.fixture
@@ -121,3 +121,22 @@ def make_app() -> Iterator[Callable[..., tuple[Flask, TickStockMonitor]]]:
             monitor.shutdown(timeout=1.0, app=app)
         except RuntimeError:
             pass
+
+
+# --- databases for the durable error log -----------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own (skipped if unreachable, failed in CI)."""
+    from databases import postgres_database
+
+    yield from postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """The error log's database, once on SQLite (a file in tmp_path), once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/instance/errors.db"
+    return str(request.getfixturevalue("postgres_url"))

@@ -66,7 +66,7 @@ def test_redis_paused_requests_stay_fast_and_loss_is_counted(redis_server, make_
             response, elapsed = timed_get(client, "/boom")
             assert response.status_code == 500
             slowest = max(slowest, elapsed)
-        assert slowest < 0.1
+        assert slowest < 0.25  # a request that waited on Redis would take the 0.5 s socket timeout
         deadline = time.monotonic() + 5
         while not monitor.stats(app)["breaker_open"] and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -98,7 +98,10 @@ def test_queue_full_drops_are_counted_exactly(make_app):
     stats = monitor.stats(app)
     assert stats["dropped"]["queue_full"] == 100 - len(accepted)
     assert len(accepted) >= 5
-    assert all(sender is app and reason == "queue_full" for sender, reason, _ in dropped[:3])
+    # the signal says the same, with the real app as sender (the publisher thread may also be
+    # counting connection failures meanwhile: nothing listens on that port)
+    assert sum(count for _, reason, count in dropped if reason == "queue_full") == 100 - len(accepted)
+    assert all(sender is app for sender, _, _ in dropped)
 
 
 def test_publishing_resumes_after_a_restart(redis_server, make_app, record_channels):

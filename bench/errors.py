@@ -1,0 +1,194 @@
+"""The error plane: request-path cost, caller-side cost, sustained events per second.
+
+Baselines measured in the same run: a bare erroring request (no monitor) and a synchronous
+PUBLISH per error, which is what the seed card's ``MonitoringPublisher`` does (redis-py client
+with the seed card's ``socket_timeout: 5``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from typing import Any
+
+import redis
+from flask import Flask
+from flask.logging import default_handler
+
+from flask_tickstock_monitor import TickStockMonitor
+
+from .common import median, percentile, redis_server
+
+ROUNDS = 40
+PER_ROUND = 50
+
+
+def erroring_app(variant: str, url: str) -> tuple[Flask, Any]:
+    app = Flask(f"bench_{variant}")
+    app.logger.removeHandler(default_handler)  # the same quiet logging in every variant
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    monitor = None
+    if variant == "monitor":
+        app.config.update(
+            TICKSTOCK_MONITOR_REDIS_URL=url,
+            TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,  # every error is really published
+            TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600,
+        )
+        monitor = TickStockMonitor(app)
+    elif variant == "sync":
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+        @app.errorhandler(500)
+        def publish_synchronously(error: Any) -> Any:
+            exc = getattr(error, "original_exception", error)
+            try:
+                client.publish("tickstock:errors", json.dumps({
+                    "type": "application_error", "severity": "error", "component": "bench",
+                    "message": str(exc), "timestamp": time.time(), "context": {},
+                }))
+            except redis.RedisError:
+                pass  # the request still waited for the timeout
+            return "error", 500
+
+    @app.route("/boom")
+    def boom() -> Any:
+        raise ZeroDivisionError("bench")
+
+    return app, monitor
+
+
+def request_times(app: Flask, count: int) -> list[float]:
+    client = app.test_client()
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.get("/boom")
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def request_path(url: str, variants: list[str], rounds: int = ROUNDS) -> dict[str, float]:
+    """p50 of one erroring request per variant, rounds interleaved so drift hits all alike."""
+    apps = {v: erroring_app(v, url) for v in variants}
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    for app, _ in apps.values():
+        request_times(app, 20)  # warm up
+    for _ in range(rounds):
+        for variant in variants:
+            samples[variant].extend(request_times(apps[variant][0], PER_ROUND))
+    for app, monitor in apps.values():
+        if monitor is not None:
+            monitor.shutdown(timeout=0.5, app=app)
+    return {v: median(s) for v, s in samples.items()}
+
+
+def sync_paused_request(url: str) -> float:
+    app, _ = erroring_app("sync", url)
+    return min(request_times(app, 2))
+
+
+def caller_cost(url: str, count: int = 200_000) -> dict[str, float]:
+    app = Flask("bench_caller")
+    app.config.update(TICKSTOCK_MONITOR_REDIS_URL=url, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
+                      TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1, TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600)
+    monitor = TickStockMonitor(app)
+    times = []
+    with app.app_context():
+        publish = monitor.publish_error
+        for i in range(count):
+            started = time.perf_counter()
+            publish("caller cost", context={"i": i})
+            times.append(time.perf_counter() - started)
+    monitor.shutdown(timeout=10, app=app)
+    return {"p50_us": percentile(times, 50) * 1e6, "p99_us": percentile(times, 99) * 1e6}
+
+
+def sustained(url: str, count: int = 300_000) -> dict[str, Any]:
+    """Events/s from one process: from the first publish_error until all reached Redis."""
+    app = Flask("bench_sustained")
+    app.config.update(TICKSTOCK_MONITOR_REDIS_URL=url, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
+                      TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1, TICKSTOCK_MONITOR_BATCH_SIZE=1024,
+                      TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600)
+    monitor = TickStockMonitor(app)
+    with app.app_context():
+        publish = monitor.publish_error
+        started = time.perf_counter()
+        for i in range(count):
+            publish("sustained", context={"i": i})
+        assert monitor.flush(120, app=app)
+        elapsed = time.perf_counter() - started
+    stats = monitor.stats(app)
+    monitor.shutdown(app=app)
+    return {"events_per_s": stats["published"] / elapsed, "published": stats["published"],
+            "dropped": stats["dropped_total"]}
+
+
+def sync_sustained(url: str, count: int = 20_000) -> float:
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    started = time.perf_counter()
+    for i in range(count):
+        client.publish("tickstock:errors", json.dumps({
+            "type": "application_error", "severity": "error", "component": "bench",
+            "message": "sustained", "timestamp": time.time(), "context": {"i": i},
+        }))
+    return count / (time.perf_counter() - started)
+
+
+def redis_benchmark_ceiling(port: int) -> float | None:
+    """redis-benchmark's pipelined PUBLISH rate: the ceiling of the server itself."""
+    try:
+        out = subprocess.run(
+            ["redis-benchmark", "-p", str(port), "-n", "300000", "-P", "64", "-q",
+             "publish", "tickstock:errors", "x" * 200],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for token in out.replace("\r", "\n").split():
+        try:
+            value = float(token)
+        except ValueError:
+            continue
+        if value > 1000:
+            return value
+    return None
+
+
+def run() -> dict[str, Any]:
+    logging.getLogger().setLevel(logging.CRITICAL + 1)  # no log output from the erroring apps
+    results: dict[str, Any] = {}
+    with redis_server() as server:
+        up = request_path(server.url, ["bare", "monitor", "sync"])
+        results["request_up"] = up
+        server.pause()
+        try:
+            paused = request_path(server.url, ["bare", "monitor"], rounds=ROUNDS // 2)
+            paused["sync"] = sync_paused_request(server.url)
+        finally:
+            server.resume()
+        results["request_paused"] = paused
+        results["caller"] = caller_cost(server.url)
+        results["sustained"] = sustained(server.url)
+        results["sync_sustained_per_s"] = sync_sustained(server.url)
+        results["redis_benchmark_per_s"] = redis_benchmark_ceiling(server.port)
+    return results
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    up, paused = results["request_up"], results["request_paused"]
+    ceiling = results["redis_benchmark_per_s"]
+    return [
+        ["erroring request p50, Redis up (monitor / bare)", f"{up['monitor'] / up['bare']:.3f}x",
+         "<= 1.05x", f"sync publish {up['sync'] / up['bare']:.3f}x; bare {up['bare'] * 1e6:.0f} us"],
+        ["erroring request p50, Redis paused (monitor / bare)",
+         f"{paused['monitor'] / paused['bare']:.3f}x", "<= 1.05x",
+         f"sync publish {paused['sync']:.2f} s per request (blocks on socket_timeout=5)"],
+        ["publish_error caller cost p50 / p99",
+         f"{results['caller']['p50_us']:.1f} / {results['caller']['p99_us']:.1f} us", "-", "-"],
+        ["sustained events/s, one process", f"{results['sustained']['events_per_s']:,.0f}/s",
+         ">= 150,000/s",
+         f"sync publish {results['sync_sustained_per_s']:,.0f}/s; redis-benchmark -P 64 "
+         + (f"{ceiling:,.0f}/s" if ceiling else "n/a")],
+    ]
