@@ -28,7 +28,7 @@ CHANNEL = "tickstock:cache:invalidation"
 
 
 def run(count: int = 2000, warmup: int = 200) -> dict[str, float]:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per handshake
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # access lines, websocket close
     with redis_server() as server:
         return measure(server, count, warmup)
 
