@@ -74,15 +74,21 @@ def is_embedded(client: Any) -> bool:
 # --- sending ---------------------------------------------------------------------------------
 
 Message = tuple[str, bytes]  # (channel, payload)
+Stored = tuple[str, bytes, int]  # (key, payload, expiry in milliseconds)
 
 
-def send_batch(client: Any, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` in one round trip; raise on any failure."""
+def send_batch(client: Any, messages: Sequence[Message], stores: Sequence[Stored] = ()) -> None:
+    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip.
+
+    Raise on any failure.
+    """
     pool = getattr(client, "connection_pool", None)
     if is_embedded(client) or pool is None or not hasattr(pool, "get_connection"):
         pipe = client.pipeline(transaction=False)
         for channel, payload in messages:
             pipe.publish(channel, payload)
+        for key, payload, ttl_ms in stores:
+            pipe.set(key, payload, px=ttl_ms)
         pipe.execute()
         return
     # One packed write of PUBLISH commands and one read per reply: several times faster than
@@ -91,10 +97,16 @@ def send_batch(client: Any, messages: Sequence[Message]) -> None:
         b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ch), ch, len(data), data)
         for ch, data in ((c.encode(), d) for c, d in messages)
     )
+    if stores:
+        packed += b"".join(
+            b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n"
+            % (len(k), k, len(data), data, len(ms), ms)
+            for k, data, ms in ((key.encode(), d, str(ttl).encode()) for key, d, ttl in stores)
+        )
     conn = pool.get_connection()
     try:
         conn.send_packed_command([packed], check_health=False)
-        for _ in messages:
+        for _ in range(len(messages) + len(stores)):
             reply = conn.read_response()
             if isinstance(reply, Exception):
                 raise reply
@@ -126,6 +138,9 @@ class Outgoing:
     kind: str = "event"
     #: An error's severity, known before it is built, so a sink can filter without building.
     severity: str | None = None
+    #: also keep the message under this key (with ``ttl`` seconds) for late subscribers
+    store_key: str | None = None
+    ttl: float = 0.0
 
     def resolve(self) -> dict[str, Any]:
         """The message, built once: another consumer (the error log) reuses what was built."""
@@ -359,6 +374,7 @@ class Publisher:
         try:
             events: list[tuple[Outgoing, dict[str, Any]]] = []
             messages: list[Message] = []
+            stores: list[Stored] = []
             for item in batch:
                 try:
                     payload = item.resolve()
@@ -372,11 +388,13 @@ class Publisher:
                     continue
                 events.append((item, payload))
                 messages.append((item.channel, data))
+                if item.store_key:
+                    stores.append((item.store_key, data, max(1, int(item.ttl * 1000))))
             if not messages:
                 return
             started = time.perf_counter()
             try:
-                send_batch(self.client, messages)
+                send_batch(self.client, messages, stores)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 delay = self.breaker.failed()
