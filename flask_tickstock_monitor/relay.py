@@ -73,6 +73,7 @@ class RelayPlane(Plane):
         self._queue: queue.Queue[Any] = queue.Queue(self.queue_size)
         self._gap_reason: str | None = None
         self._stopping = threading.Event()
+        self._wanted = False  # started by the monitor; listening waits for something to serve
 
     # registration and local invalidation --------------------------------------------------------
 
@@ -83,6 +84,8 @@ class RelayPlane(Plane):
         with self._lock:
             self._adapters[name] = adapter
             self.state.caches[name] = cache
+        if self._wanted and not self.running:
+            self.start()
 
     def invalidate(
         self, name: str, keys: Iterable[str] | str | None = None, scope: str | None = None
@@ -130,6 +133,9 @@ class RelayPlane(Plane):
     def start(self) -> None:
         if not self.enabled or self.running:
             return
+        self._wanted = True
+        if not self._adapters and self.broadcaster.socketio() is None:
+            return  # nothing to apply or relay yet: the first register_cache starts listening
         self.broadcaster.attach()
         self._queue = queue.Queue(self.queue_size)
         self._gap_reason = None
@@ -154,6 +160,7 @@ class RelayPlane(Plane):
         ).start()
 
     def stop(self) -> None:
+        self._wanted = False
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.stop(timeout=1.0)

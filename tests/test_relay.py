@@ -37,11 +37,34 @@ class CacheControlLike:
         self.resets += 1
 
 
+class ListeningMonitor:
+    """``register_cache`` that waits until the listener (started by the first cache) is on."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+    def register_cache(self, name, cache, *, app):
+        self.monitor.register_cache(name, cache, app=app)
+        assert relay_of(app).wait_connected()
+
+    def __getattr__(self, name):
+        return getattr(self.monitor, name)
+
+
 @pytest.fixture
 def relay_app(redis_server, make_app):
     app, monitor = make_app(redis_server.url)
-    assert relay_of(app).wait_connected()
-    return app, monitor
+    return app, ListeningMonitor(monitor)
+
+
+def test_listens_only_once_there_is_a_cache(relay_app, redis_server):
+    app, monitor = relay_app
+    relay = relay_of(app)
+    assert not relay.running
+    assert redis_server.client().pubsub_numsub(CHANNEL) == [(CHANNEL.encode(), 0)]
+    monitor.register_cache("relationship", {}, app=app)
+    assert relay.running
+    assert redis_server.client().pubsub_numsub(CHANNEL) == [(CHANNEL.encode(), 1)]
 
 
 def sentinel(redis_client, app) -> None:
@@ -50,6 +73,7 @@ def sentinel(redis_client, app) -> None:
     relay = relay_of(app)
     if "sentinel" not in relay._adapters:
         relay.register("sentinel", seen.append)
+        assert relay.wait_connected()
     before = relay.applied
     publish(redis_client, invalidation("sentinel"))
     assert wait_for(lambda: relay.applied > before)
@@ -181,9 +205,9 @@ def test_bad_messages_are_rejected_by_reason(redis_server, make_app, caplog, raw
         redis_server.url, TICKSTOCK_MONITOR_RELAY_MAX_KEYS=10,
         TICKSTOCK_MONITOR_RELAY_MAX_MESSAGE_BYTES=65_536,
     )
-    assert relay_of(app).wait_connected()
     cache = {"a": 1, "nasdaq100": 2}
     monitor.register_cache("relationship", cache, app=app)
+    assert relay_of(app).wait_connected()
     client = redis_server.client()
     publish(client, raw)
     publish(client, raw)
@@ -199,6 +223,7 @@ def test_bad_messages_are_rejected_by_reason(redis_server, make_app, caplog, raw
 
 def test_deeply_nested_json_is_rejected(redis_server, make_app):
     app, monitor = make_app(redis_server.url, TICKSTOCK_MONITOR_RELAY_MAX_MESSAGE_BYTES=1 << 20)
+    monitor.register_cache("relationship", {}, app=app)
     assert relay_of(app).wait_connected()
     client = redis_server.client()
     publish(client, b"[" * 200_000 + b"]" * 200_000)
@@ -291,11 +316,11 @@ def test_slow_cache_does_not_stall_reading(relay_app, redis_server):
 def test_queue_overflow_is_counted_and_clears_caches(redis_server, make_app):
     app, monitor = make_app(redis_server.url, TICKSTOCK_MONITOR_RELAY_QUEUE_SIZE=2)
     relay = relay_of(app)
-    assert relay.wait_connected()
     release = threading.Event()
     monitor.register_cache("slow", lambda message: release.wait(5), app=app)
     cache = {"a": 1}
     monitor.register_cache("plain", cache, app=app)
+    assert relay.wait_connected()
     gaps: list[dict] = []
 
     def receiver(sender, **kwargs):
@@ -341,9 +366,9 @@ def test_reconnect_gap_clears_caches(relay_app, redis_server):
 def test_reconnect_gap_clearing_can_be_turned_off(redis_server, make_app):
     app, monitor = make_app(redis_server.url, TICKSTOCK_MONITOR_RELAY_CLEAR_ON_RECONNECT="false")
     relay = relay_of(app)
-    assert relay.wait_connected()
     cache = {"a": 1}
     monitor.register_cache("relationship", cache, app=app)
+    assert relay.wait_connected()
     redis_server.restart()
     assert wait_for(lambda: relay.stats()["reconnects"] == 1 and relay.stats()["connected"],
                     timeout=10)
@@ -368,9 +393,9 @@ def test_bad_relay_config_names_the_key(make_app, tickstock_memory_url, key, val
 def test_forked_child_listens_and_parent_does_not(redis_server, make_app):
     app, monitor = make_app(redis_server.url)
     relay = relay_of(app)
-    assert relay.wait_connected()
     cache = {"a": 1, "b": 2}
     monitor.register_cache("relationship", cache, app=app)
+    assert relay.wait_connected()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe

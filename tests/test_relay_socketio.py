@@ -192,8 +192,8 @@ def test_monitor_namespace_guard_refuses(socket_apps, redis_server):
 def test_without_socketio_nothing_is_emitted(make_app, redis_server):
     app, monitor = make_app(redis_server.url)
     relay = relay_of(app)
-    assert relay.wait_connected()
     monitor.register_cache("relationship", {"a": 1}, app=app)
+    assert relay.wait_connected()
     publish(redis_server.client(), invalidation(keys=["a"]))
     assert wait_for(lambda: relay.applied == 1)
     assert relay.stats()["socketio"] == {
