@@ -187,6 +187,12 @@ def _relay_plane(state: MonitorState) -> Plane:
     return RelayPlane(state)
 
 
+def _install_dashboard(state: MonitorState) -> None:
+    from .dashboard import install  # the dashboard builds on this module
+
+    install(state)
+
+
 MetricProvider = Callable[[], Any]
 HealthCheck = Callable[[], Any]
 
@@ -228,6 +234,7 @@ class TickStockMonitor:
         self.redis_client = redis_client
         self.socketio = socketio
         self.autostart = autostart
+        self.dashboard_auth_check: Callable[[], bool] | None = None
         from .health import HealthRegistry
 
         self.health = HealthRegistry()
@@ -255,6 +262,7 @@ class TickStockMonitor:
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
         state.planes["health"] = _health_plane(state, self.health)
+        _install_dashboard(state)
         if self.autostart:
             state.start()
 
@@ -353,6 +361,15 @@ class TickStockMonitor:
         process listening on the invalidation channel. Returns the ``invalidation_id``."""
         relay = self.state(app).planes["relay"]
         return relay.invalidate(name, keys, scope)  # type: ignore[attr-defined,no-any-return]
+
+    def dashboard_auth(self, func: Callable[[], bool]) -> Callable[[], bool]:
+        """Decorate the check that guards the dashboard and its Socket.IO namespace.
+
+        It runs in the request context; a false result refuses (403, or a refused connect).
+        ``TICKSTOCK_MONITOR_DASHBOARD_AUTH`` takes precedence in an app that sets it.
+        """
+        self.dashboard_auth_check = func
+        return func
 
     # health -----------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from .caches import CacheAdapter, adapt
 from .capture import Throttle
 from .config import as_bool, as_number
 from .extension import Plane
+from .subscriber import is_health_message
 from .transport import Outgoing, Subscription, _local
 
 if TYPE_CHECKING:
@@ -235,6 +236,8 @@ class RelayPlane(Plane):
             if channel == config.channel_invalidation:
                 events.validate_invalidation(message, max_keys=self.max_keys)
             elif channel == config.channel_monitoring:
+                if not is_health_message(message):
+                    return  # other monitoring events (TickStockPL's METRIC_UPDATE, …)
                 events.validate_health(message)
             else:
                 events.validate_error(message)
