@@ -103,7 +103,7 @@ def test_auth_from_config_names_a_function(dashboard_app):
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("DASHBOARD_AUTH", "nowhere.module:check", "TICKSTOCK_MONITOR_DASHBOARD_AUTH: cannot import"),
+        ("DASHBOARD_AUTH", "nowhere.mod:check", "TICKSTOCK_MONITOR_DASHBOARD_AUTH: cannot import"),
         ("DASHBOARD_AUTH", 42, "TICKSTOCK_MONITOR_DASHBOARD_AUTH must be a callable"),
         ("DASHBOARD_URL_PREFIX", "monitor", "TICKSTOCK_MONITOR_DASHBOARD_URL_PREFIX must start"),
     ],
@@ -185,3 +185,18 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
         page.locator("#invalidations li", has_text="keys nasdaq100").wait_for(timeout=5000)
     finally:
         page.close()
+
+
+def test_example_app_serves_the_dashboard(tickstock_memory_url):
+    from example_app import create_app, monitor
+
+    app = create_app({"TICKSTOCK_MONITOR_REDIS_URL": tickstock_memory_url, "TESTING": True})
+    try:
+        client = app.test_client()
+        assert client.get("/monitor/").status_code == 200
+        assert client.get("/invalidate/nasdaq100").json["cached"] == ["sp500"]
+        view = client.get("/monitor/api/view").json
+        assert [(i["cache"], i["keys"], i["local"]) for i in view["invalidations"]] == [
+            ("relationship", ["nasdaq100"], True)]
+    finally:
+        monitor.shutdown(app=app)
