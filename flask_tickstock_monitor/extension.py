@@ -259,10 +259,10 @@ class TickStockMonitor:
 
             if (errorlog := init_errorlog(state)) is not None:
                 state.planes["errorlog"] = errorlog
+        _install_dashboard(state)  # before any hook: its config errors must leave none behind
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
         state.planes["health"] = _health_plane(state, self.health)
-        _install_dashboard(state)
         if self.autostart:
             state.start()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -62,3 +65,13 @@ def serving(app: Flask) -> Iterator[str]:
         server.shutdown()
         thread.join(5)
         server.server_close()
+
+
+def run_script(script: str, *args: str) -> Any:
+    """Run ``script`` in a fresh interpreter (e.g. under eventlet); its last line, as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])

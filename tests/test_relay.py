@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 from collections import UserDict
 from typing import Any
 
 import pytest
 from flask_caching import Cache
-from relayutil import CHANNEL, invalidation, publish, relay_of, wait_for
+from relayutil import CHANNEL, invalidation, publish, relay_of, run_script, wait_for
 
 from flask_tickstock_monitor import signals
 from flask_tickstock_monitor.config import ConfigurationError
@@ -439,11 +436,4 @@ monitor.shutdown(app=app)
 
 
 def test_works_under_eventlet_monkey_patching(redis_server):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(EVENTLET_SCRIPT), redis_server.url],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
-        "cache": {"sp500": 2}, "applied": 1,
-    }
+    assert run_script(EVENTLET_SCRIPT, redis_server.url) == {"cache": {"sp500": 2}, "applied": 1}

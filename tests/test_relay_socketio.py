@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import pytest
 import socketio
 from flask import Flask, request
 from flask_socketio import SocketIO
-from relayutil import invalidation, publish, relay_of, serving, wait_for
+from relayutil import invalidation, publish, relay_of, run_script, serving, wait_for
 from servers import RedisServer
 
 from flask_tickstock_monitor import TickStockMonitor
@@ -240,13 +239,4 @@ monitor.shutdown(app=app)
 
 
 def test_broadcast_under_eventlet(redis_server):
-    import subprocess
-    import sys
-    import textwrap
-
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(EVENTLET_SCRIPT), redis_server.url],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["i1"]
+    assert run_script(EVENTLET_SCRIPT, redis_server.url) == ["i1"]
