@@ -85,6 +85,8 @@ class MonitorState:
         )
         self.capture = ErrorCapture(self)
         self.planes: dict[str, Plane] = {}
+        #: name -> a cache given to ``register_cache`` (the relay invalidates, health reads hits)
+        self.caches: dict[str, object] = {}
         self.started = False
         _LIVE_STATES.add(self)
 

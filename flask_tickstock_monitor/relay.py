@@ -55,8 +55,6 @@ class RelayPlane(Plane):
         self.max_keys: int = reader.get("RELAY_MAX_KEYS", 10_000, _positive_int)
         self.clear_on_reconnect: bool = reader.get("RELAY_CLEAR_ON_RECONNECT", True, as_bool)
         self.broadcaster = SocketBroadcaster(state)
-        #: name -> the registered object (the health plane reads it for cache_hit_rate).
-        state.caches = {}
         self._adapters: dict[str, CacheAdapter] = {}
         self._lock = threading.Lock()
         self._own_ids: OrderedDict[str, None] = OrderedDict()
