@@ -15,7 +15,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import events
+from . import events, topology
 from .extension import EXTENSION_KEY, MonitorState
 from .subscriber import is_health_message
 from .transport import Subscription
@@ -173,19 +173,12 @@ def _safe_url(url: str) -> str:
 
 def _ping_ms(client: Any) -> float:
     started = time.perf_counter()
-    client.ping()
+    topology.ping(client)
     return (time.perf_counter() - started) * 1000
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _channel_counts(client: Any, pattern: str = "tickstock*") -> dict[str, int]:
-    channels = sorted(_text(c) for c in client.pubsub_channels(pattern))
-    if not channels:
-        return {}
-    return {_text(name): int(count) for name, count in client.pubsub_numsub(*channels)}
 
 
 @tickstock.command("health")
@@ -204,13 +197,13 @@ def health_command() -> None:
         click.echo(f"FAILED  Redis connection failed: {exc}")
         raise click.exceptions.Exit(1) from None
     click.echo(f"OK      Redis connection ({latency:.2f} ms)")
-    counts = _channel_counts(client)
+    counts = topology.channel_counts(client, "tickstock*")
     click.echo(f"        Active channels: {len(counts)}")
     for name, subscribers in counts.items():
         click.echo(f"          - {name}: {subscribers} subscribers")
     try:
         message = json.dumps({"type": "test", "timestamp": time.time()})
-        reached = client.publish(state.config.channel_monitoring, message)
+        reached = topology.publish_one(client, state.config.channel_monitoring, message)
     except Exception as exc:
         click.echo(f"FAILED  Test publish failed: {exc}")
         raise click.exceptions.Exit(1) from None
@@ -225,10 +218,10 @@ def channels_command() -> None:
     state = current_state()
     client = _redis()
     try:
-        counts = _channel_counts(client)
+        counts = topology.channel_counts(client, "tickstock*")
         config = state.config
         ours = [config.channel_errors, config.channel_monitoring, config.channel_invalidation]
-        counts.update({_text(n): int(c) for n, c in client.pubsub_numsub(*ours)})
+        counts.update(topology.subscriber_counts(client, ours))
     except Exception as exc:
         click.echo(f"FAILED  Redis connection failed: {exc}")
         raise click.exceptions.Exit(1) from None
@@ -345,12 +338,12 @@ def doctor_command(sample_seconds: float) -> None:
            f" / max {latencies[-1]:.2f} ms)")
 
     ours = [config.channel_errors, config.channel_monitoring, config.channel_invalidation]
-    counts = _channel_counts(client, "*")
+    counts = topology.channel_counts(client, "*")
     for name, subscribers in sorted(counts.items()):
         if name in REMOVED_CHANNELS or fnmatch.fnmatchcase(name, REMOVED_PATTERN):
             report(False, f"removed channel {name} still has {subscribers} subscribers")
-    for name, subscribers in client.pubsub_numsub(*ours):
-        click.echo(f"        {_text(name)}: {subscribers} subscribers")
+    for name, subscribers in topology.subscriber_counts(client, ours).items():
+        click.echo(f"        {name}: {subscribers} subscribers")
 
     click.echo(f"Sampling live messages for {sample_seconds:g}s …")
     heard: dict[str, int] = {}

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import random
@@ -24,11 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
+from . import topology
+
+from .events import dumps
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
 
-SCHEMES = ("redis", "rediss", "unix", "memory")
+SCHEMES = ("redis", "rediss", "unix", "memory", *topology.SCHEMES)
 _MEMORY_SERVERS: dict[str, Any] = {}
 _MEMORY_LOCK = threading.Lock()
 _local = threading.local()
@@ -49,10 +50,17 @@ def check_url(url: str) -> None:
             import fakeredis  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the install
             raise ValueError("memory:// needs the 'embedded' extra (pip install fakeredis)") from None
+        if topology.parse_url(url).sharded:
+            raise ValueError("the embedded memory:// server has no sharded pub/sub")
+    else:
+        topology.parse_url(url)
 
 
-def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> redis.Redis:
-    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process."""
+def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> Any:
+    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process.
+
+    ``redis+sentinel://`` and ``redis+cluster://`` URLs are served by :mod:`.topology`.
+    """
     check_url(url)
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -62,59 +70,22 @@ def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> redis.R
         with _MEMORY_LOCK:
             server = _MEMORY_SERVERS.setdefault(name, fakeredis.FakeServer())
         return fakeredis.FakeRedis(server=server)
-    options.setdefault("socket_timeout", socket_timeout)
-    options.setdefault("socket_connect_timeout", socket_timeout)
-    return redis.Redis.from_url(url, **options)
+    return topology.connect(url, socket_timeout=socket_timeout, **options)
 
 
-def is_embedded(client: Any) -> bool:
-    return type(client).__module__.startswith("fakeredis")
+is_embedded = topology.is_embedded
 
 
 # --- sending ---------------------------------------------------------------------------------
 
-Message = tuple[str, bytes]  # (channel, payload)
-Stored = tuple[str, bytes, int]  # (key, payload, expiry in milliseconds)
+Message = topology.Message
+Stored = topology.Stored
 
 
 def send_batch(client: Any, messages: Sequence[Message], stores: Sequence[Stored] = ()) -> None:
-    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip.
-
-    Raise on any failure.
-    """
-    pool = getattr(client, "connection_pool", None)
-    if is_embedded(client) or pool is None or not hasattr(pool, "get_connection"):
-        pipe = client.pipeline(transaction=False)
-        for channel, payload in messages:
-            pipe.publish(channel, payload)
-        for key, payload, ttl_ms in stores:
-            pipe.set(key, payload, px=ttl_ms)
-        pipe.execute()
-        return
-    # One packed write of PUBLISH commands and one read per reply: several times faster than
-    # redis-py's generic pipeline for the small messages we send.
-    packed = b"".join(
-        b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ch), ch, len(data), data)
-        for ch, data in ((c.encode(), d) for c, d in messages)
-    )
-    if stores:
-        packed += b"".join(
-            b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n"
-            % (len(k), k, len(data), data, len(ms), ms)
-            for k, data, ms in ((key.encode(), d, str(ttl).encode()) for key, d, ttl in stores)
-        )
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command([packed], check_health=False)
-        for _ in range(len(messages) + len(stores)):
-            reply = conn.read_response()
-            if isinstance(reply, Exception):
-                raise reply
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
+    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip
+    per server; raise on any failure."""
+    topology.publish_batch(client, messages, stores)
 
 
 # --- publishing ------------------------------------------------------------------------------
@@ -128,14 +99,16 @@ class Dropped(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(slots=True)
 class Outgoing:
-    """One queued item: a channel and either a ready payload or a builder run on the thread."""
+    """One queued item: a channel and either a ready payload or a builder run on the thread
+    as ``build(*args)`` (a tuple, not a closure: fewer objects for the GC while queued)."""
 
     channel: str
     payload: dict[str, Any] | None = None
-    build: Callable[[], dict[str, Any]] | None = None
+    build: Callable[..., dict[str, Any]] | None = None
     kind: str = "event"
+    args: tuple[Any, ...] = ()
     #: An error's severity, known before it is built, so a sink can filter without building.
     severity: str | None = None
     #: also keep the message under this key (with ``ttl`` seconds) for late subscribers
@@ -146,8 +119,9 @@ class Outgoing:
         """The message, built once: another consumer (the error log) reuses what was built."""
         build = self.build  # read once: the publisher and the error log resolve concurrently
         if self.payload is None and build is not None:
-            self.payload = build()
+            self.payload = build(*self.args)
             self.build = None
+            self.args = ()
         assert self.payload is not None
         return self.payload
 
@@ -193,7 +167,7 @@ class Publisher:
         queue_size: int = 10_000,
         batch_size: int = 512,
         exit_flush_timeout: float = 2.0,
-        on_published: Callable[[Outgoing, dict[str, Any]], None] | None = None,
+        on_published: Callable[[list[tuple[Outgoing, dict[str, Any]]]], None] | None = None,
         on_dropped: Callable[[str, int], None] | None = None,
         name: str = "tickstock-monitor-publisher",
     ):
@@ -228,8 +202,6 @@ class Publisher:
 
     def submit(self, item: Outgoing) -> bool:
         """Queue ``item``; never blocks. Returns ``False`` (and counts it) when it is dropped."""
-        if self._pid != os.getpid():
-            self._after_fork()
         if self._stopping:
             self.count_drop("shutdown")
             return False
@@ -352,7 +324,7 @@ class Publisher:
         if not self.breaker.ready():
             return False
         try:
-            self.client.ping()
+            topology.ping(self.client)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.breaker.failed()
@@ -378,7 +350,7 @@ class Publisher:
             for item in batch:
                 try:
                     payload = item.resolve()
-                    data = json.dumps(payload, default=str, separators=(",", ":")).encode()
+                    data = dumps(payload)
                 except Dropped as drop:
                     self.count_drop(drop.reason)
                     continue
@@ -406,13 +378,21 @@ class Publisher:
             self.breaker.succeeded()
             self.published += len(messages)
             if self.on_published is not None:
-                for item, payload in events:
-                    try:
-                        self.on_published(item, payload)
-                    except Exception:
-                        log.debug("on_published callback failed", exc_info=True)
+                try:
+                    self.on_published(events)
+                except Exception:
+                    log.debug("on_published callback failed", exc_info=True)
         finally:
             self._in_flight = 0
+
+
+def _reset_all_after_fork() -> None:
+    for publisher in list(_LIVE_PUBLISHERS):
+        publisher._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_all_after_fork)
 
 
 def _flush_all_at_exit() -> None:
@@ -519,16 +499,16 @@ class Subscription:
 
     def _listen(self) -> None:
         client = self._client_factory()
-        pubsub = client.pubsub(ignore_subscribe_messages=False)
+        pubsub = topology.open_pubsub(client, reconnecting=self.last_error is not None)
         self._pubsub = pubsub
         pubsub.subscribe(*self.channels)
         pending = set(self.channels)
         deadline = time.monotonic() + self.probe_timeout + 1.0
         while pending:  # wait for every subscribe confirmation before calling it connected
             message = pubsub.get_message(timeout=0.2)
-            if message and message["type"] == "subscribe":
+            if message and message["type"] in topology.SUBSCRIBED_TYPES:
                 pending.discard(_text(message["channel"]))
-            elif message and message["type"] == "message":
+            elif message and message["type"] in topology.DATA_TYPES:
                 self._dispatch(message)
             if time.monotonic() > deadline:
                 raise ConnectionError(f"no subscribe confirmation for {sorted(pending)}")
@@ -550,7 +530,7 @@ class Subscription:
             if message is not None:
                 last_heard = now
                 probe_sent = None
-                if message["type"] in ("message", "pmessage", "smessage"):
+                if message["type"] in topology.DATA_TYPES:
                     self._dispatch(message)
                 continue
             if probe_sent is not None:
