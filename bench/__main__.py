@@ -7,7 +7,7 @@ import json
 import platform
 import time
 
-from . import errors
+from . import errors, relay_latency
 from .common import table
 
 
@@ -18,6 +18,8 @@ def main() -> None:
     started = time.time()
     results = {"errors": errors.run()}
     rows = errors.rows(results["errors"])
+    results["relay"] = relay_latency.run()
+    rows += relay_latency.rows(results["relay"])
     print(table(rows, ["figure", "measured", "target", "baseline (same run)"]))
     results["meta"] = {"python": platform.python_version(), "machine": platform.machine(),
                        "seconds": round(time.time() - started, 1)}
