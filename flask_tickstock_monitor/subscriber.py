@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import events
+from . import events, topology
 from .config import DEFAULT_REDIS_URL
 from .health import latest_key
 from .transport import Subscription, connect
@@ -193,12 +193,15 @@ class MonitoringSubscriber:
         self.load_latest()
 
     def load_latest(self) -> int:
-        """Read the latest beat each instance keeps in Redis; return how many were loaded."""
+        """Read the latest beat each instance keeps in Redis; return how many were loaded.
+
+        On a cluster the keys are spread over the primaries: SCAN visits each of them.
+        """
         keys = list(self.redis_client.scan_iter(match=latest_key(self.monitoring_channel, "*")))
         if not keys:
             return 0
         loaded = 0
-        for raw in self.redis_client.mget(keys):
+        for raw in topology.get_many(self.redis_client, keys):
             if raw is not None and self._accept_health(raw, loaded=True):
                 loaded += 1
         return loaded

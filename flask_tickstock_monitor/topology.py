@@ -371,6 +371,13 @@ def refresh(client: Any, *, replace_default: bool = False) -> None:
         pass
 
 
+def get_many(client: Any, keys: Sequence[str | bytes]) -> list[Any]:
+    """``MGET keys``; a cluster refuses keys of several slots in one MGET, so one per slot."""
+    if _is_cluster(client):
+        return client.mget_nonatomic(keys)  # type: ignore[no-any-return]
+    return client.mget(keys)  # type: ignore[no-any-return]
+
+
 def ping(client: Any) -> None:
     """Raise unless the server that takes our publishes answers (a cluster: any one node)."""
     if _is_cluster(client):

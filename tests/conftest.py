@@ -152,3 +152,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/instance/errors.db"
     return str(request.getfixturevalue("postgres_url"))
+
+
+# --- Sentinel and Cluster, for tests that do not fail over or restart their servers -----------
+
+
+@pytest.fixture(scope="module")
+def sentinel_group() -> Iterator[Any]:
+    """A master, a replica and three sentinels shared by one test module (see topologies.py)."""
+    from topologies import SentinelGroup
+
+    with SentinelGroup() as group:
+        yield group
+
+
+@pytest.fixture(scope="module")
+def cluster_group() -> Iterator[Any]:
+    """Three cluster masters shared by one test module (see topologies.py)."""
+    from topologies import ClusterGroup
+
+    with ClusterGroup() as group:
+        yield group

@@ -144,6 +144,11 @@ class ClusterGroup(_Group):
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
+    def node_url(self, index: int, *, sharded: bool = False) -> str:
+        """A URL that names only node ``index`` (the client discovers the others)."""
+        url = f"redis+cluster://127.0.0.1:{self.nodes[index].port}"
+        return url + ("?sharded_pubsub=true" if sharded else "")
+
     def owner(self, channel: str) -> RedisServer:
         """The node that serves ``channel``'s hash slot."""
         client = self.nodes[0].client()
