@@ -302,7 +302,7 @@ def publish_test_command(channel: str | None) -> None:
     channel = channel or state.config.channel_monitoring
     message = {"type": "test", "timestamp": time.time(), "instance": state.instance_id}
     try:
-        reached = _redis().publish(channel, json.dumps(message))
+        reached = topology.publish_one(_redis(), channel, json.dumps(message))
     except Exception as exc:
         click.echo(f"FAILED  Test publish to {channel} failed: {exc}")
         raise click.exceptions.Exit(1) from None
