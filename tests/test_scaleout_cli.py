@@ -178,7 +178,9 @@ def test_doctor(app, url, listen, make_app):
 def test_doctor_reports_a_broken_message(app, url):
     client = connect(url)
     broken = json.dumps({"type": "cache_invalidation", "cache": "relationship"})
-    thread = when_subscribed(url, INVALIDATION, 1, lambda: publish_one(client, INVALIDATION, broken))
+    thread = when_subscribed(
+        url, INVALIDATION, 1, lambda: publish_one(client, INVALIDATION, broken)
+    )
     result = invoke(app, "doctor", "--sample-seconds", "1")
     thread.join(10)
     assert result.exit_code == 1, result.output
