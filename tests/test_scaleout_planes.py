@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -85,7 +86,20 @@ def beating_app(make_app, url: str, instance_id: str) -> tuple[Any, Any, dict[st
     return app, monitor, cache
 
 
-def assert_planes_flow(publisher: Any, watcher: Watcher, apps: list[tuple[Any, Any, dict]]):
+def invalidation_ms(monitor: Any, app: Any, other_cache: dict[str, int], key: str) -> float:
+    """How long ``monitor.invalidate(key)`` in ``app`` takes to reach another app's cache."""
+    other_cache[key] = 0
+    started = time.perf_counter()
+    monitor.invalidate("relationship", keys=[key], app=app)
+    while key in other_cache:
+        assert time.perf_counter() - started < 10, f"{key} still in the other app's cache"
+        time.sleep(0.0002)
+    return (time.perf_counter() - started) * 1000
+
+
+def assert_planes_flow(
+    label: str, publisher: Any, watcher: Watcher, apps: list[tuple[Any, Any, dict]]
+) -> None:
     """Errors, heartbeats and invalidations reach the watcher and every app's cache."""
     (app_a, monitor_a, cache_a), (app_b, _, cache_b) = apps
     ids = [monitor.state(app).instance_id for app, monitor, _ in apps]
@@ -108,6 +122,9 @@ def assert_planes_flow(publisher: Any, watcher: Watcher, apps: list[tuple[Any, A
     monitor_a.invalidate("relationship", keys=["k2"], app=app_a)
     assert "k2" not in cache_a  # applied locally at once
     wait_for(lambda: "k2" not in cache_b, 10, "k2 gone from the other app's cache")
+    took = sorted(invalidation_ms(monitor_a, app_a, cache_b, f"t{n}") for n in range(20))
+    print(f"\n{label}: invalidate() in one app → key gone in the other: p50 {took[10]:.1f} ms,"
+          f" max {took[-1]:.1f} ms (20 rounds)")
     assert cache_a == cache_b == {"k3": 3}
     assert relay_of(app_b).stats()["rejected_total"] == 0
 
@@ -119,54 +136,61 @@ def test_planes_flow_on_sentinel(sentinel_group, make_app, watch):
     url = sentinel_group.url
     apps = [beating_app(make_app, url, "web-a"), beating_app(make_app, url, "web-b")]
     watcher = watch(url)
-    assert_planes_flow(connect(url), watcher, apps)
+    assert_planes_flow("sentinel", connect(url), watcher, apps)
     late = MonitoringSubscriber(url)
     assert late.load_latest() == 2
     assert set(late.instances()) == {"web-a", "web-b"}
 
 
-def test_heartbeats_and_invalidations_follow_a_failover(make_app, watch):
-    with SentinelGroup() as sentinels:
-        url = sentinels.url
-        apps = [beating_app(make_app, url, "web-a"), beating_app(make_app, url, "web-b")]
-        watcher = watch(url)
-        gaps: list[tuple[Any, list[str], str]] = []
+@pytest.fixture
+def sentinels() -> Iterator[SentinelGroup]:
+    """A group of this test's own: a failover changes it (set up before, torn down after, the
+    apps and watchers)."""
+    with SentinelGroup() as group:
+        yield group
 
-        def on_gap(sender: Any, caches: list[str], reason: str) -> None:
+
+def test_heartbeats_and_invalidations_follow_a_failover(sentinels, make_app, watch):
+    url = sentinels.url
+    apps = [beating_app(make_app, url, "web-a"), beating_app(make_app, url, "web-b")]
+    watcher = watch(url)
+    gaps: list[tuple[Any, list[str], str]] = []
+
+    def on_gap(sender: Any, caches: list[str], reason: str) -> None:
+        if any(sender is app for app, _, _ in apps):
             gaps.append((sender, caches, reason))
 
-        with signals.cache_gap_cleared.connected_to(on_gap):
-            wait_for(lambda: watcher.beating(["web-a", "web-b"]), 10, "heartbeats")
-            started = time.monotonic()
-            new_master = sentinels.failover()
-            wait_for(lambda: any(not first for _, first in watcher.connects), 10,
-                     "the watcher to resubscribe")
-            resubscribed_at = next(at for at, first in watcher.connects if not first)
-            wait_for(lambda: watcher.beats_after(resubscribed_at, "web-a"), 10,
-                     "a heartbeat through the new master")
-            resumed_s = watcher.beats_after(resubscribed_at, "web-a")[0] - started
-            arrivals = [at for at, iid in watcher.beats if iid == "web-a"]
-            silence_s = max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
-            print(f"\nsentinel failover: heartbeats resumed {resumed_s:.2f}s after SENTINEL"
-                  f" FAILOVER (longest silence {silence_s:.2f}s)")
-            assert resumed_s < 5.0
-            # each relay listener reconnected and, having maybe missed invalidations, cleared
-            for app, _, _ in apps:
-                wait_for(lambda a=app: relay_of(a).stats()["reconnects"] >= 1, 10,
-                         "the relay listener to resubscribe")
-                assert relay_of(app).stats()["connected"] is True
-            wait_for(lambda: {sender for sender, _, _ in gaps} == {a for a, _, _ in apps}, 10,
-                     "both caches cleared after the reconnect gap")
-        assert {(tuple(caches), reason) for _, caches, reason in gaps} == {
-            (("relationship",), "reconnect")}
-        for _, _, cache in apps:
-            cache.update(CACHE)
-        assert sentinels.master_port() == new_master.port
-        # the subscriber's own subscriptions are on the new master now
-        wait_for(lambda: new_master.client().pubsub_numsub(MONITORING)[0][1] == 1, 10,
-                 "the watcher on the new master")
-        watcher.subscriber.error_rate()["recent"].clear()
-        assert_planes_flow(connect(url), watcher, apps)
+    with signals.cache_gap_cleared.connected_to(on_gap):
+        wait_for(lambda: watcher.beating(["web-a", "web-b"]), 10, "heartbeats")
+        started = time.monotonic()
+        new_master = sentinels.failover()
+        wait_for(lambda: any(not first for _, first in watcher.connects), 10,
+                 "the watcher to resubscribe")
+        resubscribed_at = next(at for at, first in watcher.connects if not first)
+        wait_for(lambda: watcher.beats_after(resubscribed_at, "web-a"), 10,
+                 "a heartbeat through the new master")
+        resumed_s = watcher.beats_after(resubscribed_at, "web-a")[0] - started
+        arrivals = [at for at, iid in watcher.beats if iid == "web-a"]
+        silence_s = max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
+        print(f"\nsentinel failover: heartbeats resumed {resumed_s:.2f}s after SENTINEL"
+              f" FAILOVER (longest silence {silence_s:.2f}s)")
+        assert resumed_s < 5.0
+        # each relay listener reconnected and, having maybe missed invalidations, cleared
+        for app, _, _ in apps:
+            stats = relay_of(app).stats
+            wait_for(lambda s=stats: s()["reconnects"] >= 1 and s()["connected"], 10,
+                     "the relay listener to resubscribe")
+        wait_for(lambda: {sender for sender, _, _ in gaps} == {a for a, _, _ in apps}, 10,
+                 "both caches cleared after the reconnect gap")
+    assert {(tuple(caches), reason) for _, caches, reason in gaps} == {
+        (("relationship",), "reconnect")}
+    for _, _, cache in apps:
+        cache.update(CACHE)
+    assert sentinels.master_port() == new_master.port
+    # the subscriber's own subscriptions are on the new master now
+    wait_for(lambda: new_master.client().pubsub_numsub(MONITORING)[0][1] == 1, 10,
+             "the watcher on the new master")
+    assert_planes_flow("sentinel, after the failover", connect(url), watcher, apps)
 
 
 # --- Cluster ----------------------------------------------------------------------------------
@@ -193,7 +217,8 @@ def test_planes_flow_on_a_cluster(cluster_group, make_app, watch, sharded):
     ]
     watcher_url = cluster_group.node_url(2, sharded=sharded)
     watcher = watch(watcher_url)
-    assert_planes_flow(connect(watcher_url), watcher, apps)
+    label = f"cluster, {'sharded' if sharded else 'classic'} pub/sub"
+    assert_planes_flow(label, connect(watcher_url), watcher, apps)
     # a subscriber that starts late finds the latest beats, kept on two different nodes
     late = MonitoringSubscriber(watcher_url)
     assert late.load_latest() == 2
