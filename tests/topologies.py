@@ -68,9 +68,12 @@ class SentinelGroup(_Group):
     """A master, a replica and three sentinels (quorum 2) with short failure timeouts."""
 
     def start(self) -> None:
-        self.master = self._start(RedisServer())
+        # no 5 s wait for more replicas before a diskless sync (the default delay), on either
+        # side of a failover
+        no_delay = ["--repl-diskless-sync-delay", "0"]
+        self.master = self._start(RedisServer(args=no_delay))
         replica_of = ["--replicaof", "127.0.0.1", str(self.master.port)]
-        self.replica = self._start(RedisServer(args=replica_of))
+        self.replica = self._start(RedisServer(args=[*no_delay, *replica_of]))
         wait_for(lambda: self.replica.client().info("replication")["master_link_status"] == "up",
                  10, "the replica to sync")
         config = (
