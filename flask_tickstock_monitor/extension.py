@@ -223,6 +223,21 @@ def _health_plane(state: MonitorState, registry: Any) -> Plane:
     return HealthPlane(state, registry)
 
 
+def _loaded_by_our_cli() -> bool:
+    """``flask tickstock …`` loads the app to read its config: that process must not heartbeat
+    or listen, or every diagnostic would show up as a short-lived instance."""
+    import click
+
+    from .cli import tickstock
+
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.command is tickstock:
+            return True
+        ctx = ctx.parent
+    return False
+
+
 class TickStockMonitor:
     """Publishes an app's errors and health to Redis and relays cache invalidations.
 
@@ -278,7 +293,7 @@ class TickStockMonitor:
             raise
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
-        if self.autostart:
+        if self.autostart and not _loaded_by_our_cli():
             state.start()
 
     # state lookup -----------------------------------------------------------------------------
