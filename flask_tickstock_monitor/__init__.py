@@ -3,5 +3,6 @@
 from .config import ConfigurationError
 from .extension import TickStockMonitor
 from .publisher import MonitoringPublisher
+from .subscriber import MonitoringSubscriber
 
-__all__ = ["ConfigurationError", "MonitoringPublisher", "TickStockMonitor"]
+__all__ = ["ConfigurationError", "MonitoringPublisher", "MonitoringSubscriber", "TickStockMonitor"]

@@ -182,9 +182,10 @@ def load_config(
     def at_least(kind: type, minimum: float) -> Callable[[str, Any], Any]:
         return lambda key, value: number(key, value, kind, minimum=minimum)
 
+    from .topology import url_from_config
     from .transport import check_url  # the transport owns the URL schemes it can serve
 
-    redis_url = resolve_redis_url(r)
+    redis_url = url_from_config(r, resolve_redis_url(r))
     try:
         check_url(redis_url)
     except ValueError as exc:

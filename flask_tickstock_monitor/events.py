@@ -55,6 +55,22 @@ SCRUBBED = "[scrubbed]"
 TRUNCATED = "…[truncated]"
 
 
+try:  # the "fast" extra: ~10x quicker than the standard library on our small messages
+    import orjson
+except ImportError:  # pragma: no cover - depends on the install
+    orjson = None
+
+
+def dumps(message: Any) -> bytes:
+    """Serialise a message as compact JSON; values JSON cannot hold become their ``str``."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(message, default=str)
+        except TypeError:  # ints past 64 bits, non-string keys: the slow path can do them
+            pass
+    return json.dumps(message, default=str, separators=(",", ":")).encode()
+
+
 class InvalidMessage(ValueError):
     """A received message broke its contract. ``reason`` is a short, countable code."""
 
@@ -101,9 +117,15 @@ class Scrubber:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.max_string = max_string
+        self._verdicts: dict[str, bool] = {}
 
     def is_secret_key(self, key: str) -> bool:
-        return bool(self._key.search(key))
+        secret = self._verdicts.get(key)
+        if secret is None:
+            secret = bool(self._key.search(key))
+            if len(self._verdicts) < 4096:  # context keys repeat: remember the verdict
+                self._verdicts[key] = secret
+        return secret
 
     def headers_view(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
         return {
@@ -112,25 +134,30 @@ class Scrubber:
 
     def __call__(self, value: Any) -> Any:
         cleaned = self._clean(value, 0, self.max_string)
-        size = len(json.dumps(cleaned, default=str))
+        size = len(dumps(cleaned))
         string_cap = self.max_string
         # Shrink every string until the whole context fits; structure is kept so nothing is lost
         # silently, each shortened value says it was truncated.
         while size > self.max_bytes and string_cap > 16:
             string_cap //= 4
             cleaned = self._clean(value, 0, string_cap)
-            size = len(json.dumps(cleaned, default=str))
+            size = len(dumps(cleaned))
         if size > self.max_bytes:
-            return {"_truncated": truncate(json.dumps(cleaned, default=str), self.max_bytes // 2)}
+            return {"_truncated": truncate(dumps(cleaned).decode(), self.max_bytes // 2)}
         return cleaned
 
     def _clean(self, value: Any, depth: int, string_cap: int) -> Any:
-        if value is None or isinstance(value, (bool, int)):
+        kind = type(value)
+        if kind is str:
+            return value if len(value) <= string_cap else truncate(value, string_cap)
+        if kind is int or value is None or kind is bool:
             return value
         if isinstance(value, float):
             return value if math.isfinite(value) else str(value)
         if isinstance(value, str):
             return truncate(value, string_cap)
+        if isinstance(value, int):
+            return int(value)
         if isinstance(value, bytes):
             return truncate(value.decode("utf-8", "replace"), string_cap)
         if depth >= self.max_depth:

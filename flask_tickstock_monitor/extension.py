@@ -118,8 +118,10 @@ class MonitorState:
             log.info("ERROR-TRACKING: Published error to Redis: %s", event.get("error_type") or "error")
             if signals.error_published.receivers:
                 signals.error_published.send(self.app, event=event)
-        elif item.kind == "health" and signals.health_published.receivers:
-            signals.health_published.send(self.app, event=event)
+        elif item.kind == "health":
+            log.info("MONITORING: Health metrics published: %s", event.get("metrics"))
+            if signals.health_published.receivers:
+                signals.health_published.send(self.app, event=event)
 
     def _on_dropped(self, reason: str, count: int) -> None:
         if signals.event_dropped.receivers:
@@ -179,6 +181,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)
 
 
+MetricProvider = Callable[[], Any]
+HealthCheck = Callable[[], Any]
+
+
+def _register(registry: dict[str, Any], name: str) -> Callable[[Any], Any]:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a health check or metric needs a non-empty name, got {name!r}")
+
+    def decorator(func: Any) -> Any:
+        registry[name] = func
+        return func
+
+    return decorator
+
+
+def _health_plane(state: MonitorState, registry: Any) -> Plane:
+    from .health import HealthPlane  # health builds on this module
+
+    return HealthPlane(state, registry)
+
+
 class TickStockMonitor:
     """Publishes an app's errors and health to Redis and relays cache invalidations.
 
@@ -199,6 +222,9 @@ class TickStockMonitor:
         self.redis_client = redis_client
         self.socketio = socketio
         self.autostart = autostart
+        from .health import HealthRegistry
+
+        self.health = HealthRegistry()
         if app is not None:
             self.init_app(app)
 
@@ -221,6 +247,7 @@ class TickStockMonitor:
                 state.planes["errorlog"] = errorlog
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
+        state.planes["health"] = _health_plane(state, self.health)
         if self.autostart:
             state.start()
 
@@ -295,6 +322,33 @@ class TickStockMonitor:
         return self.state(app).capture.track_signal(
             signal, severity=severity, message=message, component=component
         )
+
+    # health -----------------------------------------------------------------------------------
+
+    def health_metric(self, name: str) -> Callable[[MetricProvider], MetricProvider]:
+        """Register a metric provider: it returns a number, or ``None`` to leave it out."""
+        return _register(self.health.metrics, name)
+
+    def health_check(self, name: str) -> Callable[[HealthCheck], HealthCheck]:
+        """Register a check returning ``"healthy"``, ``"degraded"`` or ``"unhealthy"``.
+
+        It may also return a dict with ``status`` and details. Raising means unhealthy; one that
+        outlives ``TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT`` is degraded.
+        """
+        return _register(self.health.checks, name)
+
+    def publish_health(self, *, app: Flask | None = None) -> dict[str, Any] | None:
+        """Run the checks now and publish a heartbeat at once; return it (``None`` if disabled).
+
+        Runs on the calling thread, for at most the check timeout.
+        """
+        plane = self.state(app).planes.get("health")
+        return plane.beat() if plane is not None else None  # type: ignore[attr-defined]
+
+    def health_snapshot(self, *, app: Flask | None = None) -> dict[str, Any] | None:
+        """The last heartbeat this process published (``None`` before the first)."""
+        plane = self.state(app).planes.get("health")
+        return plane.latest if plane is not None else None  # type: ignore[attr-defined]
 
     # operations -------------------------------------------------------------------------------
 

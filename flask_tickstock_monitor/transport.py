@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import random
@@ -24,11 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
+from . import topology
+
+from .events import dumps
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
 
-SCHEMES = ("redis", "rediss", "unix", "memory")
+SCHEMES = ("redis", "rediss", "unix", "memory", *topology.SCHEMES)
 _MEMORY_SERVERS: dict[str, Any] = {}
 _MEMORY_LOCK = threading.Lock()
 _local = threading.local()
@@ -49,10 +50,17 @@ def check_url(url: str) -> None:
             import fakeredis  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the install
             raise ValueError("memory:// needs the 'embedded' extra (pip install fakeredis)") from None
+        if topology.parse_url(url).sharded:
+            raise ValueError("the embedded memory:// server has no sharded pub/sub")
+    else:
+        topology.parse_url(url)
 
 
-def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> redis.Redis:
-    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process."""
+def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> Any:
+    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process.
+
+    ``redis+sentinel://`` and ``redis+cluster://`` URLs are served by :mod:`.topology`.
+    """
     check_url(url)
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -62,47 +70,22 @@ def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> redis.R
         with _MEMORY_LOCK:
             server = _MEMORY_SERVERS.setdefault(name, fakeredis.FakeServer())
         return fakeredis.FakeRedis(server=server)
-    options.setdefault("socket_timeout", socket_timeout)
-    options.setdefault("socket_connect_timeout", socket_timeout)
-    return redis.Redis.from_url(url, **options)
+    return topology.connect(url, socket_timeout=socket_timeout, **options)
 
 
-def is_embedded(client: Any) -> bool:
-    return type(client).__module__.startswith("fakeredis")
+is_embedded = topology.is_embedded
 
 
 # --- sending ---------------------------------------------------------------------------------
 
-Message = tuple[str, bytes]  # (channel, payload)
+Message = topology.Message
+Stored = topology.Stored
 
 
-def send_batch(client: Any, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` in one round trip; raise on any failure."""
-    pool = getattr(client, "connection_pool", None)
-    if is_embedded(client) or pool is None or not hasattr(pool, "get_connection"):
-        pipe = client.pipeline(transaction=False)
-        for channel, payload in messages:
-            pipe.publish(channel, payload)
-        pipe.execute()
-        return
-    # One packed write of PUBLISH commands and one read per reply: several times faster than
-    # redis-py's generic pipeline for the small messages we send.
-    packed = b"".join(
-        b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(ch), ch, len(data), data)
-        for ch, data in ((c.encode(), d) for c, d in messages)
-    )
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command([packed], check_health=False)
-        for _ in messages:
-            reply = conn.read_response()
-            if isinstance(reply, Exception):
-                raise reply
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
+def send_batch(client: Any, messages: Sequence[Message], stores: Sequence[Stored] = ()) -> None:
+    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip
+    per server; raise on any failure."""
+    topology.publish_batch(client, messages, stores)
 
 
 # --- publishing ------------------------------------------------------------------------------
@@ -126,6 +109,9 @@ class Outgoing:
     kind: str = "event"
     #: An error's severity, known before it is built, so a sink can filter without building.
     severity: str | None = None
+    #: also keep the message under this key (with ``ttl`` seconds) for late subscribers
+    store_key: str | None = None
+    ttl: float = 0.0
 
     def resolve(self) -> dict[str, Any]:
         """The message, built once: another consumer (the error log) reuses what was built."""
@@ -337,7 +323,7 @@ class Publisher:
         if not self.breaker.ready():
             return False
         try:
-            self.client.ping()
+            topology.ping(self.client)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.breaker.failed()
@@ -359,10 +345,11 @@ class Publisher:
         try:
             events: list[tuple[Outgoing, dict[str, Any]]] = []
             messages: list[Message] = []
+            stores: list[Stored] = []
             for item in batch:
                 try:
                     payload = item.resolve()
-                    data = json.dumps(payload, default=str, separators=(",", ":")).encode()
+                    data = dumps(payload)
                 except Dropped as drop:
                     self.count_drop(drop.reason)
                     continue
@@ -372,11 +359,13 @@ class Publisher:
                     continue
                 events.append((item, payload))
                 messages.append((item.channel, data))
+                if item.store_key:
+                    stores.append((item.store_key, data, max(1, int(item.ttl * 1000))))
             if not messages:
                 return
             started = time.perf_counter()
             try:
-                send_batch(self.client, messages)
+                send_batch(self.client, messages, stores)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 delay = self.breaker.failed()
@@ -501,16 +490,16 @@ class Subscription:
 
     def _listen(self) -> None:
         client = self._client_factory()
-        pubsub = client.pubsub(ignore_subscribe_messages=False)
+        pubsub = topology.open_pubsub(client, reconnecting=self.last_error is not None)
         self._pubsub = pubsub
         pubsub.subscribe(*self.channels)
         pending = set(self.channels)
         deadline = time.monotonic() + self.probe_timeout + 1.0
         while pending:  # wait for every subscribe confirmation before calling it connected
             message = pubsub.get_message(timeout=0.2)
-            if message and message["type"] == "subscribe":
+            if message and message["type"] in topology.SUBSCRIBED_TYPES:
                 pending.discard(_text(message["channel"]))
-            elif message and message["type"] == "message":
+            elif message and message["type"] in topology.DATA_TYPES:
                 self._dispatch(message)
             if time.monotonic() > deadline:
                 raise ConnectionError(f"no subscribe confirmation for {sorted(pending)}")
@@ -532,7 +521,7 @@ class Subscription:
             if message is not None:
                 last_heard = now
                 probe_sent = None
-                if message["type"] in ("message", "pmessage", "smessage"):
+                if message["type"] in topology.DATA_TYPES:
                     self._dispatch(message)
                 continue
             if probe_sent is not None:

@@ -13,6 +13,16 @@ from servers import RedisServer
 from flask_tickstock_monitor import TickStockMonitor
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; its last result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own: kill it, pause it, restart it."""
@@ -109,6 +119,8 @@ def make_app() -> Iterator[Callable[..., tuple[Flask, TickStockMonitor]]]:
         app.config["PROPAGATE_EXCEPTIONS"] = False  # the 500 path a real server takes
         app.config["TICKSTOCK_MONITOR_REDIS_URL"] = redis_url
         app.config["TICKSTOCK_MONITOR_COMPONENT"] = "test_component"
+        # no heartbeat unless a test asks for one: beats would add to the counters tests assert
+        app.config["TICKSTOCK_MONITOR_HEALTH_ENABLED"] = False
         app.config.update(config)
         monitor = monitor or TickStockMonitor()
         monitor.init_app(app)

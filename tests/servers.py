@@ -27,11 +27,24 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, args: Sequence[str] = (), *, password: str | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        *,
+        password: str | None = None,
+        config: str | None = None,
+    ):
         self.port = port or free_port()
         self.args = list(args)
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="tsm-redis-")
+        # a config file goes first on the command line (a sentinel needs one it can rewrite)
+        self.config_file: str | None = None
+        if config is not None:
+            self.config_file = os.path.join(self.dir, "redis.conf")
+            with open(self.config_file, "w") as f:
+                f.write(config)
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
 
@@ -41,8 +54,9 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        cmd = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        cmd = [REDIS_SERVER] + ([self.config_file] if self.config_file else [])
+        cmd += [
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "log"),
         ]
         if self.password:
