@@ -7,7 +7,7 @@ import json
 import platform
 import time
 
-from . import errors
+from . import errors, storm
 from .common import table
 
 
@@ -17,7 +17,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     results = {"errors": errors.run()}
-    rows = errors.rows(results["errors"])
+    results["storm"] = storm.run()
+    rows = errors.rows(results["errors"]) + storm.rows(results["storm"])
     print(table(rows, ["figure", "measured", "target", "baseline (same run)"]))
     results["meta"] = {"python": platform.python_version(), "machine": platform.machine(),
                        "seconds": round(time.time() - started, 1)}
