@@ -174,10 +174,9 @@ class ErrorCapture:
         timestamp = time.time()
         item = Outgoing(
             channel=state.config.channel_errors,
-            build=lambda: self._build(
-                error_id, error_type, exc_data, message, http, severity, component, fields,
-                timestamp, suppressed, category, origin,
-            ),
+            build=self._build,
+            args=(error_id, error_type, exc_data, message, http, severity, component, fields,
+                  timestamp, suppressed, category, origin),
             kind="error",
             severity=severity,
         )
@@ -207,25 +206,28 @@ class ErrorCapture:
                 message = f"HTTP {http[0]} from {http[1]}" + (f": {described}" if described else "")
             else:
                 message = described or "error"
-        extra: dict[str, Any] = {"origin": origin, "instance_id": self.state.instance_id}
+        message = str(message)
+        event: dict[str, Any] = {
+            "type": "application_error",
+            "error_id": error_id,
+            "source": config.source,
+            "severity": severity,
+            "component": component or config.component,
+            "message": message if len(message) <= config.max_message_chars
+            else events.truncate(message, config.max_message_chars),
+            "timestamp": timestamp,
+            "context": self.state.scrubber(context),
+            "origin": origin,
+            "instance_id": self.state.instance_id,
+        }
+        if error_type:
+            event["error_type"] = error_type
+        if exc_data and exc_data[-1][2]:
+            event["traceback"] = events.format_traceback(exc_data, config.max_traceback_chars)
         if suppressed:
-            extra["suppressed"] = suppressed
+            event["suppressed"] = suppressed
         if category:
-            extra["category"] = category
-        event = events.error_event(
-            error_id=error_id,
-            source=config.source,
-            component=component or config.component,
-            severity=severity,
-            message=events.truncate(str(message), config.max_message_chars),
-            timestamp=timestamp,
-            error_type=error_type,
-            traceback_text=events.format_traceback(exc_data, config.max_traceback_chars)
-            if exc_data and exc_data[-1][2]
-            else None,
-            context=self.state.scrubber(context),
-            **extra,
-        )
+            event["category"] = category
         self._remember(event)  # before it is sent, so that an echo can never beat it back
         return event
 

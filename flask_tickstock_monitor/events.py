@@ -133,6 +133,8 @@ class Scrubber:
         }
 
     def __call__(self, value: Any) -> Any:
+        if type(value) is dict and self._is_small_and_clean(value):
+            return value
         cleaned = self._clean(value, 0, self.max_string)
         size = len(dumps(cleaned))
         string_cap = self.max_string
@@ -145,6 +147,30 @@ class Scrubber:
         if size > self.max_bytes:
             return {"_truncated": truncate(dumps(cleaned).decode(), self.max_bytes // 2)}
         return cleaned
+
+    def _is_small_and_clean(self, value: dict[Any, Any]) -> bool:
+        """The common context (a few short scalar fields, no secret key) needs no copy: say so
+        in one pass instead of rebuilding it and measuring its JSON."""
+        if len(value) > self.max_items:
+            return False
+        budget = self.max_bytes // 6  # JSON escaping can grow a character to six
+        for key, item in value.items():
+            kind = type(item)
+            if kind is str:
+                budget -= len(item)
+                if len(item) > self.max_string:
+                    return False
+            elif kind is float:
+                if not math.isfinite(item):
+                    return False
+            elif not (kind is int or item is None or kind is bool):
+                return False
+            if type(key) is not str or self.is_secret_key(key):
+                return False
+            budget -= len(key) + 24
+            if budget < 0:
+                return False
+        return True
 
     def _clean(self, value: Any, depth: int, string_cap: int) -> Any:
         kind = type(value)

@@ -99,14 +99,16 @@ class Dropped(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(slots=True)
 class Outgoing:
-    """One queued item: a channel and either a ready payload or a builder run on the thread."""
+    """One queued item: a channel and either a ready payload or a builder run on the thread
+    as ``build(*args)`` (a tuple, not a closure: fewer objects for the GC while queued)."""
 
     channel: str
     payload: dict[str, Any] | None = None
-    build: Callable[[], dict[str, Any]] | None = None
+    build: Callable[..., dict[str, Any]] | None = None
     kind: str = "event"
+    args: tuple[Any, ...] = ()
     #: An error's severity, known before it is built, so a sink can filter without building.
     severity: str | None = None
     #: also keep the message under this key (with ``ttl`` seconds) for late subscribers
@@ -117,8 +119,9 @@ class Outgoing:
         """The message, built once: another consumer (the error log) reuses what was built."""
         build = self.build  # read once: the publisher and the error log resolve concurrently
         if self.payload is None and build is not None:
-            self.payload = build()
+            self.payload = build(*self.args)
             self.build = None
+            self.args = ()
         assert self.payload is not None
         return self.payload
 
