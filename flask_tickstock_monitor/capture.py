@@ -7,6 +7,8 @@ serialising happen on the publisher thread.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import threading
 import time
@@ -14,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, current_app, g, has_request_context, request
 
 from . import events
 from .transport import Dropped, Outgoing, on_monitoring_thread
@@ -114,6 +116,37 @@ def request_snapshot(state: MonitorState) -> dict[str, Any]:
     return snapshot
 
 
+def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    if getattr(handler, _CAPTURED, False):
+        return handler
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def remember_async(error: Any) -> Any:
+            g._get_current_object().__dict__[_G_HANDLED] = error
+            return await handler(error)
+
+        wrapped: Callable[[Any], Any] = remember_async
+    else:
+
+        @functools.wraps(handler)
+        def remember(error: Any) -> Any:
+            g._get_current_object().__dict__[_G_HANDLED] = error
+            return handler(error)
+
+        wrapped = remember
+    setattr(wrapped, _CAPTURED, True)
+    return wrapped
+
+
+def wrap_error_handlers(app: Flask) -> None:
+    """Make each registered error handler (app and blueprints) note the error it handles."""
+    for by_code in app.error_handler_spec.values():
+        for by_class in by_code.values():
+            for kind, handler in list(by_class.items()):
+                by_class[kind] = _remember_handled(handler)
+
+
 class ErrorCapture:
     """Turns errors of one app into queued events on ``state.publisher``."""
 
@@ -124,6 +157,7 @@ class ErrorCapture:
         self.recent_ids: deque[str] = deque(maxlen=256)
         self.recent_messages: deque[str] = deque(maxlen=256)
         self.log_handler: MonitorLogHandler | None = None
+        self._handlers_wrapped = False
         self.signal_receivers: list[tuple[Any, Callable[..., None]]] = []
         #: Called with each queued error item besides the publisher (the durable error log),
         #: so that they do not depend on Redis. A sink must not block.
@@ -158,12 +192,14 @@ class ErrorCapture:
             if exc is not None and flags.get(_G_CAPTURED) is exc:
                 return None
             flags[_G_CAPTURED] = exc if exc is not None else True
-        if key is None:
-            key = exception_key(exc) if exc is not None else (component, message)
-        allowed, suppressed = self.throttle.admit(key)
-        if not allowed:
-            state.publisher.count_drop("throttled")
-            return None
+        suppressed = 0
+        if self.throttle.limit > 0:
+            if key is None:
+                key = exception_key(exc) if exc is not None else (component, message)
+            allowed, suppressed = self.throttle.admit(key)
+            if not allowed:
+                state.publisher.count_drop("throttled")
+                return None
         error_id = events.new_id()
         fields = dict(context) if context else {}
         if in_request:
@@ -250,17 +286,17 @@ class ErrorCapture:
 
         got_request_exception.connect(self._on_request_exception, app, weak=False)
         if self.state.config.capture_5xx:
+            app.before_request(self._before_request)
             app.after_request(self._after_request)
-            original = app.handle_user_exception
 
-            # The app's own error handlers swallow exceptions before any signal sees them;
-            # remember the exception so a 5xx they return can still say what it was.
-            def handle_user_exception(e: Exception) -> Any:
-                if has_request_context():
-                    g._get_current_object().__dict__[_G_HANDLED] = e
-                return original(e)
-
-            app.handle_user_exception = handle_user_exception  # type: ignore[method-assign]
+    def _before_request(self) -> None:
+        # The app's own error handlers swallow exceptions before any signal sees them. Wrap
+        # them (once every handler is registered: setup ends at the first request) so that a
+        # 5xx they return can say what the exception was. Wrapping the handlers, not
+        # handle_user_exception, keeps our frame out of every traceback the app formats.
+        if not self._handlers_wrapped:
+            self._handlers_wrapped = True
+            wrap_error_handlers(current_app._get_current_object())  # type: ignore[attr-defined]
 
     def _on_request_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
         self.capture(exc=exception, severity="error", origin="unhandled")

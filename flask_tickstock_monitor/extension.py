@@ -113,15 +113,21 @@ class MonitorState:
     def submit(self, item: Outgoing) -> bool:
         return self.active and self.publisher.submit(item)
 
-    def _on_published(self, item: Outgoing, event: dict[str, Any]) -> None:
-        if item.kind == "error":
-            log.info("ERROR-TRACKING: Published error to Redis: %s", event.get("error_type") or "error")
-            if signals.error_published.receivers:
-                signals.error_published.send(self.app, event=event)
-        elif item.kind == "health":
-            log.info("MONITORING: Health metrics published: %s", event.get("metrics"))
-            if signals.health_published.receivers:
-                signals.health_published.send(self.app, event=event)
+    def _on_published(self, published: list[tuple[Outgoing, dict[str, Any]]]) -> None:
+        """After each batch reached Redis: the seed card's log lines and the signals."""
+        logging_info = log.isEnabledFor(logging.INFO)
+        errors_heard = bool(signals.error_published.receivers)
+        for item, event in published:
+            if item.kind == "error":
+                if logging_info:
+                    log.info("ERROR-TRACKING: Published error to Redis: %s",
+                             event.get("error_type") or "error")
+                if errors_heard:
+                    signals.error_published.send(self.app, event=event)
+            elif item.kind == "health":
+                log.info("MONITORING: Health metrics published: %s", event.get("metrics"))
+                if signals.health_published.receivers:
+                    signals.health_published.send(self.app, event=event)
 
     def _on_dropped(self, reason: str, count: int) -> None:
         if signals.event_dropped.receivers:

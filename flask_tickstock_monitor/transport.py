@@ -167,7 +167,7 @@ class Publisher:
         queue_size: int = 10_000,
         batch_size: int = 512,
         exit_flush_timeout: float = 2.0,
-        on_published: Callable[[Outgoing, dict[str, Any]], None] | None = None,
+        on_published: Callable[[list[tuple[Outgoing, dict[str, Any]]]], None] | None = None,
         on_dropped: Callable[[str, int], None] | None = None,
         name: str = "tickstock-monitor-publisher",
     ):
@@ -202,8 +202,6 @@ class Publisher:
 
     def submit(self, item: Outgoing) -> bool:
         """Queue ``item``; never blocks. Returns ``False`` (and counts it) when it is dropped."""
-        if self._pid != os.getpid():
-            self._after_fork()
         if self._stopping:
             self.count_drop("shutdown")
             return False
@@ -380,13 +378,21 @@ class Publisher:
             self.breaker.succeeded()
             self.published += len(messages)
             if self.on_published is not None:
-                for item, payload in events:
-                    try:
-                        self.on_published(item, payload)
-                    except Exception:
-                        log.debug("on_published callback failed", exc_info=True)
+                try:
+                    self.on_published(events)
+                except Exception:
+                    log.debug("on_published callback failed", exc_info=True)
         finally:
             self._in_flight = 0
+
+
+def _reset_all_after_fork() -> None:
+    for publisher in list(_LIVE_PUBLISHERS):
+        publisher._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_all_after_fork)
 
 
 def _flush_all_at_exit() -> None:

@@ -139,7 +139,36 @@ def test_plain_5xx_response_without_exception(setup):
     events = recorder.wait_count(CHANNEL, 2)
     messages = sorted(e["message"] for e in events)
     assert messages[0] == "HTTP 500 INTERNAL SERVER ERROR from manual"
-    assert messages[1].startswith("HTTP 503 SERVICE UNAVAILABLE from down: ServiceUnavailable")
+    assert messages[1] == "HTTP 503 SERVICE UNAVAILABLE from down"  # abort() with no handler
+
+
+def test_handler_wrapping_keeps_our_frame_out_of_tracebacks(setup):
+    app, monitor, recorder = setup()
+
+    class FeedError(Exception):
+        pass
+
+    @app.errorhandler(FeedError)
+    def feed_failed(exc):
+        return "feed down", 502
+
+    @app.route("/feed")
+    def feed():
+        raise FeedError("no prices")
+
+    @app.route("/boom")
+    def boom():
+        raise ValueError("unhandled")
+
+    client = app.test_client()
+    client.get("/feed")
+    client.get("/boom")
+    assert monitor.flush(2.0, app=app)
+    events = recorder.wait_count(CHANNEL, 2)
+    assert {e["error_type"] for e in events} == {"FeedError", "ValueError"}
+    for event in events:
+        assert "flask_tickstock_monitor" not in event["traceback"]
+    assert app.error_handler_spec[None][None][FeedError].__name__ == "feed_failed"
 
 
 def test_handled_5xx_capture_can_be_turned_off(setup):
