@@ -7,7 +7,7 @@ import json
 import platform
 import time
 
-from . import errors, storm
+from . import errors, relay_latency, storm
 from .common import table
 
 
@@ -17,8 +17,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     results = {"errors": errors.run()}
+    rows = errors.rows(results["errors"])
+    results["relay"] = relay_latency.run()
+    rows += relay_latency.rows(results["relay"])
     results["storm"] = storm.run()
-    rows = errors.rows(results["errors"]) + storm.rows(results["storm"])
+    rows += storm.rows(results["storm"])
     print(table(rows, ["figure", "measured", "target", "baseline (same run)"]))
     results["meta"] = {"python": platform.python_version(), "machine": platform.machine(),
                        "seconds": round(time.time() - started, 1)}

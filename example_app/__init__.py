@@ -9,11 +9,14 @@ from typing import Any
 
 from blinker import Namespace
 from flask import Flask, abort, jsonify, render_template_string
+from flask_socketio import SocketIO
 
 from flask_tickstock_monitor import TickStockMonitor
 from flask_tickstock_monitor.signals import error_published
 
 monitor = TickStockMonitor()
+#: Browsers get ``cache_invalidated`` events; the dashboard follows health and errors live.
+socketio = SocketIO()
 app_signals = Namespace()
 #: An app-defined signal, tracked by the monitor: each send becomes an error event.
 calculation_failed = app_signals.signal("calculation-failed")
@@ -30,6 +33,9 @@ INDEX = """<!doctype html>
   <li><a href="/fail/signal">/fail/signal</a> — an app-defined blinker signal</li>
   <li><a href="/fail/abort">/fail/abort</a> — <code>abort(503)</code></li>
 </ul>
+<p><a href="/invalidate/nasdaq100">/invalidate/nasdaq100</a> invalidates a key of the
+"relationship" cache here and in every other process; <a href="/monitor/">/monitor/</a> is the
+live dashboard.</p>
 <h2>Published ({{ published|length }})</h2>
 <ol reversed>
 {% for event in published %}<li><b>{{ event.severity }}</b> {{ event.component }}: {{ event.message }}
@@ -55,7 +61,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         ),
     )
     app.config.update(config or {})
+    app.config.setdefault("TICKSTOCK_MONITOR_DASHBOARD", True)
+    socketio.init_app(app, async_mode="threading")
     monitor.init_app(app)
+    relationship: dict[str, list[str]] = {"nasdaq100": ["AAPL", "MSFT"], "sp500": ["AAPL"]}
+    monitor.register_cache("relationship", relationship, app=app)
     monitor.track_signal(calculation_failed, severity="warning", app=app)
     published: deque[dict[str, Any]] = deque(maxlen=50)
 
@@ -93,6 +103,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.route("/fail/abort")
     def aborted() -> Any:
         abort(503)
+
+    @app.route("/invalidate/<key>")
+    def invalidate(key: str) -> Any:
+        invalidation_id = monitor.invalidate("relationship", [key], scope="universe", app=app)
+        return {"invalidation_id": invalidation_id, "cached": sorted(relationship)}
 
     @app.route("/stats")
     def stats() -> Any:

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import Flask, current_app
@@ -80,11 +80,14 @@ class MonitorState:
             queue_size=config.queue_size,
             batch_size=config.batch_size,
             exit_flush_timeout=config.exit_flush_timeout,
+            linger=config.publish_linger,
             on_published=self._on_published,
             on_dropped=self._on_dropped,
         )
         self.capture = ErrorCapture(self)
         self.planes: dict[str, Plane] = {}
+        #: name -> a cache given to ``register_cache`` (the relay invalidates, health reads hits)
+        self.caches: dict[str, object] = {}
         self.started = False
         _LIVE_STATES.add(self)
 
@@ -187,6 +190,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)
 
 
+def _relay_plane(state: MonitorState) -> Plane:
+    from .relay import RelayPlane  # the relay builds on this module
+
+    return RelayPlane(state)
+
+
+def _install_dashboard(state: MonitorState) -> None:
+    from .dashboard import install  # the dashboard builds on this module
+
+    install(state)
+
+
 MetricProvider = Callable[[], Any]
 HealthCheck = Callable[[], Any]
 
@@ -228,6 +243,7 @@ class TickStockMonitor:
         self.redis_client = redis_client
         self.socketio = socketio
         self.autostart = autostart
+        self.dashboard_auth_check: Callable[[], bool] | None = None
         from .health import HealthRegistry
 
         self.health = HealthRegistry()
@@ -244,6 +260,7 @@ class TickStockMonitor:
         config = load_config(app.config, app.import_name)
         state = MonitorState(self, app, config, reader, redis_client or self.redis_client)
         app.extensions[EXTENSION_KEY] = state
+        state.planes["relay"] = _relay_plane(state)  # even when disabled: caches still register
         if not config.enabled:
             return
         if reader.raw("DATABASE_URI") is not None:
@@ -251,6 +268,7 @@ class TickStockMonitor:
 
             if (errorlog := init_errorlog(state)) is not None:
                 state.planes["errorlog"] = errorlog
+        _install_dashboard(state)  # before any hook: its config errors must leave none behind
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
         state.planes["health"] = _health_plane(state, self.health)
@@ -328,6 +346,39 @@ class TickStockMonitor:
         return self.state(app).capture.track_signal(
             signal, severity=severity, message=message, component=component
         )
+
+    # caches -----------------------------------------------------------------------------------
+
+    def register_cache(self, name: str, cache: Any, *, app: Flask | None = None) -> None:
+        """Let invalidations named ``name`` (or ``"*"``) reach ``cache``.
+
+        ``cache``: a dict or ``MutableMapping``, a Flask-Caching ``Cache``, an object with
+        ``invalidate(cache_type=None, key=None)``, ``reset_cache()`` or ``clear()``, or a
+        callable that takes the message.
+        """
+        self.state(app).planes["relay"].register(name, cache)  # type: ignore[attr-defined]
+
+    def invalidate(
+        self,
+        name: str,
+        keys: Iterable[str] | str | None = None,
+        scope: str | None = None,
+        *,
+        app: Flask | None = None,
+    ) -> str:
+        """Invalidate ``keys`` (all keys when ``None``) of cache ``name`` here and in every
+        process listening on the invalidation channel. Returns the ``invalidation_id``."""
+        relay = self.state(app).planes["relay"]
+        return relay.invalidate(name, keys, scope)  # type: ignore[attr-defined,no-any-return]
+
+    def dashboard_auth(self, func: Callable[[], bool]) -> Callable[[], bool]:
+        """Decorate the check that guards the dashboard and its Socket.IO namespace.
+
+        It runs in the request context; a false result refuses (403, or a refused connect).
+        ``TICKSTOCK_MONITOR_DASHBOARD_AUTH`` takes precedence in an app that sets it.
+        """
+        self.dashboard_auth_check = func
+        return func
 
     # health -----------------------------------------------------------------------------------
 

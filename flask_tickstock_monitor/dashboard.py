@@ -1,0 +1,135 @@
+"""The live monitoring dashboard: an optional blueprint (``TICKSTOCK_MONITOR_DASHBOARD``).
+
+One page and one JSON view of the same data: every instance that beats (status, last seen,
+stale/offline, key metrics) from a :class:`~.subscriber.MonitoringSubscriber`, the error feed,
+and the invalidations this process applied. The page renders from the JSON view at once, then
+follows the relay's Socket.IO events on the monitoring namespace, or polls the view every
+second where Socket.IO is not available.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, abort, jsonify, render_template
+
+from .config import ConfigurationError, as_bool, as_str
+from .extension import Plane
+from .relay import RelayPlane
+from .subscriber import MonitoringSubscriber
+
+if TYPE_CHECKING:
+    from .extension import MonitorState
+
+AuthCheck = Callable[[], bool]
+
+
+def as_auth(key: str, value: Any) -> AuthCheck:
+    """A callable, or ``"package.module:function"`` naming one."""
+    if isinstance(value, str) and ":" in value:
+        module, _, name = value.partition(":")
+        try:
+            value = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"{key}: cannot import {value!r} ({exc})") from None
+    if not callable(value):
+        raise ConfigurationError(f"{key} must be a callable or 'module:function', got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def as_prefix(key: str, value: Any) -> str:
+    prefix = as_str(key, value)
+    if not prefix.startswith("/"):
+        raise ConfigurationError(f"{key} must start with '/', got {value!r}")
+    return prefix.rstrip("/") or "/"
+
+
+class DashboardPlane(Plane):
+    """Owns the subscriber behind the dashboard and serves the page and the JSON view."""
+
+    stop_in_forking_parent = True
+
+    def __init__(self, state: MonitorState):
+        reader = state.reader
+        config = state.config
+        self.state = state
+        self.url_prefix: str = reader.get("DASHBOARD_URL_PREFIX", "/monitor", as_prefix)
+        self.auth: AuthCheck | None = reader.get("DASHBOARD_AUTH", None, as_auth)
+        self.subscriber = MonitoringSubscriber(
+            redis_client=state.client(),
+            monitoring_channel=config.channel_monitoring,
+            errors_channel=config.channel_errors,
+            default_interval=config.health_interval,
+        )
+        relay = state.planes.get("relay")
+        self.relay = relay if isinstance(relay, RelayPlane) else None
+        if self.relay is not None:
+            self.relay.broadcaster.connect_guard = self.authorized
+        state.app.register_blueprint(self._blueprint())
+
+    def authorized(self) -> bool:
+        """The app's check (config, else ``monitor.dashboard_auth``); everyone without one."""
+        check = self.auth or getattr(self.state.monitor, "dashboard_auth_check", None)
+        return True if check is None else bool(check())
+
+    def _blueprint(self) -> Blueprint:
+        bp = Blueprint(
+            "tickstock_monitor_dashboard",
+            __name__,
+            url_prefix=None if self.url_prefix == "/" else self.url_prefix,
+            template_folder="templates",
+            static_folder="static",
+            static_url_path="/static",
+        )
+
+        @bp.before_request
+        def guard() -> None:
+            if not self.authorized():
+                abort(403)
+
+        @bp.get("/")
+        def page() -> str:
+            return render_template("tickstock_monitor_dashboard.html", socket=self.socket_info())
+
+        @bp.get("/api/view")
+        def view() -> Any:
+            response = jsonify(self.view())
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
+        return bp
+
+    def socket_info(self) -> dict[str, Any]:
+        broadcaster = self.relay.broadcaster if self.relay is not None else None
+        sio = broadcaster.socketio() if broadcaster is not None else None
+        if broadcaster is None or sio is None or not broadcaster.relay_monitoring:
+            return {"available": False}
+        options = getattr(sio, "server_options", None) or {}
+        return {
+            "available": True,
+            "path": "/" + str(options.get("path", "socket.io")).strip("/") + "/",
+            "namespace": broadcaster.monitor_namespace,
+        }
+
+    def view(self) -> dict[str, Any]:
+        out = self.subscriber.view()
+        out["invalidations"] = list(self.relay.recent) if self.relay is not None else []
+        out["this_instance"] = self.state.instance_id
+        return out
+
+    def start(self) -> None:
+        self.subscriber.start()
+
+    def stop(self) -> None:
+        self.subscriber.stop(timeout=1.0)
+
+    def stats(self) -> dict[str, Any]:
+        return self.subscriber.stats()
+
+
+def install(state: MonitorState) -> None:
+    """Register the dashboard on the app when ``TICKSTOCK_MONITOR_DASHBOARD`` is on."""
+    if state.reader.get("DASHBOARD", False, as_bool):
+        state.planes["dashboard"] = DashboardPlane(state)

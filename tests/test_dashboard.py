@@ -1,0 +1,202 @@
+"""The dashboard: off by default, guarded, a JSON view, and a live page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from flask import Flask, request
+from flask_socketio import SocketIO
+from relayutil import invalidation, publish, relay_of, serving, wait_for
+
+from flask_tickstock_monitor import TickStockMonitor
+from flask_tickstock_monitor.config import ConfigurationError
+
+CHROMIUM = "/usr/bin/chromium"
+HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1">'
+
+
+def allow_header() -> bool:
+    return request.headers.get("X-Monitor-Key") == "let-me-in"
+
+
+def heartbeat(instance_id: str, status: str = "healthy", **metrics: Any) -> dict[str, Any]:
+    return {
+        "type": "health_check", "component": "market_data_service", "status": status,
+        "timestamp": time.time(), "metrics": metrics or {"symbols_tracked": 70},
+        "instance": {"id": instance_id, "host": "web-1", "pid": 4242, "boot_id": "b1",
+                     "uptime_s": 812.5},
+        "seq": int(time.time() * 10), "interval_s": 30,
+    }
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture
+def dashboard_app(redis_server) -> Iterator[Any]:
+    """``make(socketio=True, **config)`` → (app, monitor, base URL), served on loopback."""
+    stack = ExitStack()
+    made: list[tuple[Flask, TickStockMonitor]] = []
+
+    def make(socketio: bool = True, **config: Any):
+        app = Flask(f"dashboard_app{len(made)}")
+        app.config.update(TICKSTOCK_MONITOR_REDIS_URL=redis_server.url,
+                          TICKSTOCK_MONITOR_DASHBOARD=True, **config)
+        if socketio:
+            SocketIO(app, async_mode="threading")
+
+        @app.get("/boom")
+        def boom() -> Any:
+            raise RuntimeError(HOSTILE)
+
+        monitor = TickStockMonitor(app)
+        made.append((app, monitor))
+        monitor.register_cache("relationship", {"nasdaq100": 1}, app=app)
+        assert app.extensions["tickstock_monitor"].planes["dashboard"].subscriber.wait_connected()
+        assert relay_of(app).wait_connected()
+        return app, monitor, stack.enter_context(serving(app))
+
+    yield make
+    for app, monitor in made:
+        monitor.shutdown(timeout=1.0, app=app)
+    stack.close()
+
+
+def test_off_by_default(make_app, tickstock_memory_url):
+    app, monitor = make_app(tickstock_memory_url)
+    assert app.test_client().get("/monitor/").status_code == 404
+    assert "dashboard" not in app.extensions["tickstock_monitor"].planes
+
+
+def test_auth_hook_refuses_with_403(dashboard_app):
+    app, monitor, url = dashboard_app()
+    monitor.dashboard_auth(allow_header)
+    assert get(f"{url}/monitor/")[0] == 403
+    assert get(f"{url}/monitor/api/view")[0] == 403
+    assert get(f"{url}/monitor/static/dashboard.js")[0] == 403
+    status, body = get(f"{url}/monitor/api/view", {"X-Monitor-Key": "let-me-in"})
+    assert status == 200 and json.loads(body)["connected"] is True
+
+
+def test_auth_from_config_names_a_function(dashboard_app):
+    app, monitor, url = dashboard_app(
+        TICKSTOCK_MONITOR_DASHBOARD_AUTH="test_dashboard:allow_header",
+        TICKSTOCK_MONITOR_DASHBOARD_URL_PREFIX="/ops/monitor/",
+    )
+    assert get(f"{url}/ops/monitor/")[0] == 403
+    assert get(f"{url}/ops/monitor/", {"X-Monitor-Key": "let-me-in"})[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("DASHBOARD_AUTH", "nowhere.mod:check", "TICKSTOCK_MONITOR_DASHBOARD_AUTH: cannot import"),
+        ("DASHBOARD_AUTH", 42, "TICKSTOCK_MONITOR_DASHBOARD_AUTH must be a callable"),
+        ("DASHBOARD_URL_PREFIX", "monitor", "TICKSTOCK_MONITOR_DASHBOARD_URL_PREFIX must start"),
+    ],
+)
+def test_bad_dashboard_config_names_the_key(make_app, tickstock_memory_url, key, value, message):
+    with pytest.raises(ConfigurationError, match=message):
+        make_app(tickstock_memory_url, TICKSTOCK_MONITOR_DASHBOARD=True,
+                 **{f"TICKSTOCK_MONITOR_{key}": value})
+
+
+def test_json_view_has_instances_errors_and_invalidations(dashboard_app, redis_server):
+    app, monitor, url = dashboard_app()
+    client = redis_server.client()
+    publish(client, heartbeat("worker-7", symbols_tracked=70), "tickstock:monitoring")
+    app.test_client().get("/boom")
+    publish(client, invalidation(keys=["nasdaq100"]))
+
+    def view() -> dict[str, Any]:
+        return json.loads(get(f"{url}/monitor/api/view")[1])
+
+    assert wait_for(lambda: (v := view())["instances"] and v["errors"]["recent"]
+                    and v["invalidations"])
+    current = view()
+    [instance] = current["instances"]
+    assert (instance["id"], instance["state"], instance["metrics"]) == (
+        "worker-7", "healthy", {"symbols_tracked": 70})
+    [error] = current["errors"]["recent"]
+    assert (error["message"], error["severity"], error["error_type"]) == (
+        f"RuntimeError: {HOSTILE}", "error", "RuntimeError")
+    assert [i["keys"] for i in current["invalidations"]] == [["nasdaq100"]]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("socketio", [True, False], ids=["socketio", "polling"])
+def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser, socketio):
+    app, monitor, url = dashboard_app(socketio=socketio)
+    client = redis_server.client()
+    publish(client, heartbeat("worker-7", symbols_tracked=70), "tickstock:monitoring")
+    assert wait_for(lambda: app.extensions["tickstock_monitor"].planes["dashboard"]
+                    .subscriber.instances())
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/monitor/")
+        row = page.locator('tr[data-instance="worker-7"]')
+        row.wait_for(timeout=5000)  # a late-opened page shows what is known at once
+        assert "healthy" in row.inner_text() and "symbols_tracked: 70" in row.inner_text()
+        page.locator("#link", has_text="live" if socketio else "polling").wait_for(timeout=5000)
+
+        app.test_client().get("/boom")  # an error raised in the app
+        message = page.locator("#errors li .message")
+        message.first.wait_for(timeout=5000)
+        assert message.first.text_content() == f"RuntimeError: {HOSTILE}"  # shown as text ...
+        assert page.locator("#errors img").count() == 0  # ... never as HTML
+        assert page.evaluate("document.body.dataset.pwned") is None
+        assert "RuntimeError" in page.locator("#errors li").first.inner_text()
+
+        publish(client, heartbeat("worker-7", "degraded", symbols_tracked=12),
+                "tickstock:monitoring")
+        page.locator('tr[data-instance="worker-7"] .pill.degraded').wait_for(timeout=5000)
+        assert "symbols_tracked: 12" in row.inner_text()
+
+        monitor.invalidate("relationship", ["nasdaq100"], scope="universe", app=app)
+        page.locator("#invalidations li", has_text="keys nasdaq100").wait_for(timeout=5000)
+    finally:
+        page.close()
+
+
+def test_example_app_serves_the_dashboard(tickstock_memory_url):
+    from example_app import create_app, monitor
+
+    app = create_app({"TICKSTOCK_MONITOR_REDIS_URL": tickstock_memory_url, "TESTING": True})
+    try:
+        client = app.test_client()
+        assert client.get("/monitor/").status_code == 200
+        assert client.get("/invalidate/nasdaq100").json["cached"] == ["sp500"]
+        view = client.get("/monitor/api/view").json
+        assert [(i["cache"], i["keys"], i["local"]) for i in view["invalidations"]] == [
+            ("relationship", ["nasdaq100"], True)]
+    finally:
+        monitor.shutdown(app=app)
