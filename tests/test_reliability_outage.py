@@ -7,6 +7,7 @@ itself: publishing, heartbeats and every subscription.
 
 from __future__ import annotations
 
+import json
 import time
 from statistics import median
 
@@ -87,6 +88,10 @@ def test_redis_killed_and_restarted(redis_server, outage_app, dashboard, record_
     subscriber = dashboard(probe_interval=0.5)
     client = app.test_client()
     state = monitor.state(app)
+    cache = {"nasdaq100": [1], "sp500": [2]}
+    monitor.register_cache("relationship", cache, app=app)
+    relay = state.planes["relay"]
+    assert relay.wait_connected()
     assert wait_for(lambda: subscriber.stats()["health_received"] >= 2)
     timed_requests(client, "/fail", 5)
 
@@ -96,13 +101,25 @@ def test_redis_killed_and_restarted(redis_server, outage_app, dashboard, record_
         assert monitor.publish_error("while Redis is down") is not None
     assert monitor.publish_health(app=app)["status"] == "unhealthy"
     assert wait_for(lambda: not subscriber.stats()["connected"], timeout=5) is not None
-    time.sleep(1.0)
+    assert wait_for(lambda: not relay.stats()["connected"], timeout=5) is not None
+    time.sleep(3.0)  # long enough for the backoff to reach its cap
 
     redis_server.start()  # the same port
     back = time.monotonic()
     recorder = record_channels(redis_server.client(), ERRORS, MONITORING)
+    assert wait_for(lambda: relay.stats()["connected"]) is not None
+    relay_back = time.monotonic() - back
     assert wait_for(lambda: subscriber.stats()["connected"]) is not None
     subscriber_back = time.monotonic() - back
+    # invalidations may have been missed meanwhile: the relay cleared its caches after the gap
+    assert wait_for(lambda: cache == {}, timeout=2) is not None
+    assert relay.stats()["gap_clears"] == 1
+    cache["AAPL"] = [3]
+    redis_server.client().publish("tickstock:cache:invalidation", json.dumps({
+        "type": "cache_invalidation", "cache": "relationship", "action": "invalidate",
+        "keys": ["AAPL"], "timestamp": time.time(),
+    }))
+    assert wait_for(lambda: cache == {}, timeout=2) is not None  # and it applies again
     assert wait_for(lambda: any(
         b["instance"]["id"] == state.instance_id for b in recorder.on(MONITORING)
     )) is not None
@@ -117,6 +134,7 @@ def test_redis_killed_and_restarted(redis_server, outage_app, dashboard, record_
     # the breaker retries within its backoff cap (5 s, jittered up to 7.5 s)
     assert beat_back < 7.5
     assert subscriber_back < 2.0
+    assert relay_back < 2.0  # the relay listener resubscribed within 2 s of Redis being back
     assert subscriber.stats()["reconnects"] >= 1
     last = subscriber.stats()["health_received"]
     assert wait_for(lambda: subscriber.stats()["health_received"] > last, timeout=2)
@@ -125,7 +143,8 @@ def test_redis_killed_and_restarted(redis_server, outage_app, dashboard, record_
     # every error and beat is accounted for: published, or counted as failed
     assert stats["published"] + stats["dropped_total"] == produced(monitor, app, 5 + 20 + 2)
     assert set(stats["dropped"]) <= {"publish_failed"}
-    print(f"outage: beat back in {beat_back:.2f}s, subscriber in {subscriber_back:.2f}s, "
+    print(f"outage: relay resubscribed in {relay_back:.2f}s, beat back in {beat_back:.2f}s, "
+          f"subscriber in {subscriber_back:.2f}s, "
           f"error published {error_back:.2f}s after restart; slowest request {max(down):.4f}s")
 
 
