@@ -79,6 +79,21 @@ def test_example_app_under_eventlet(eventlet_app, redis_server, record_channels)
     assert [b["seq"] for b in beats[:3]] == [1, 2, 3]
     assert beats[-1]["health"]["components"]["redis"]["status"] == "healthy"
 
+    # the relay: an invalidation from another process reaches the app's cache
+    def cached() -> list[str]:
+        return json.loads(get(base + "/invalidate/none")[1])["cached"]  # "none" is not cached
+
+    assert cached() == ["nasdaq100", "sp500"]
+    redis_server.client().publish("tickstock:cache:invalidation", json.dumps({
+        "type": "cache_invalidation", "cache": "relationship", "action": "invalidate",
+        "keys": ["sp500"], "scope": "universe", "timestamp": time.time(),
+        "invalidation_id": "from-elsewhere", "origin": "another-host:1",
+    }))
+    deadline = time.monotonic() + 5
+    while cached() != ["nasdaq100"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cached() == ["nasdaq100"]
+
     # Redis hung: the green publisher waits on its socket, requests do not
     redis_server.pause()
     try:
