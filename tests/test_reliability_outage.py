@@ -180,11 +180,14 @@ def test_redis_paused_is_detected_within_two_intervals(redis_server, outage_app,
     # (a PING without a reply) and the app's health check (a PING with the socket timeout)
     assert set(detected) == {"subscriber", "app"}
     assert max(detected.values()) <= 2 * interval, detected
-    # unaffected: the median as before, and none waited for the 0.5 s socket timeout (the
-    # odd slow one waits for the GIL while the publisher thread builds a batch)
+    # unaffected: the median and the 99th percentile as before, and none waited for the 0.5 s
+    # socket timeout. The odd slow request is a full garbage collection of this test process
+    # (measured up to 0.2 s with gc.callbacks, Redis up or not) or a wait for the GIL.
     p50_before, p50_during = median(before), median(during)
+    p99_during = sorted(during)[int(len(during) * 0.99)]
     assert p50_during < 1.5 * p50_before + 0.0005, (p50_before, p50_during)
-    assert max(during) < 0.25, f"slowest request while paused: {max(during):.3f}s"
+    assert p99_during < 0.05, f"p99 while paused: {p99_during:.3f}s"
+    assert max(during) < 0.45, f"slowest request while paused: {max(during):.3f}s"
     assert monitor.flush(10, app=app)
     stats = monitor.stats(app)
     assert stats["dropped"].get("publish_failed", 0) > 0  # the loss is counted…
@@ -193,4 +196,4 @@ def test_redis_paused_is_detected_within_two_intervals(redis_server, outage_app,
     print(f"paused: detected by the subscriber in {detected['subscriber']:.2f}s, by the app's "
           f"health check in {detected['app']:.2f}s; {len(during)} requests, p50 "
           f"{p50_during * 1e3:.2f} ms (before {p50_before * 1e3:.2f} ms), "
-          f"max {max(during) * 1e3:.1f} ms")
+          f"p99 {p99_during * 1e3:.2f} ms, max {max(during) * 1e3:.1f} ms")
