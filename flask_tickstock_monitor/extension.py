@@ -223,6 +223,21 @@ def _health_plane(state: MonitorState, registry: Any) -> Plane:
     return HealthPlane(state, registry)
 
 
+def _loaded_by_our_cli() -> bool:
+    """``flask tickstock …`` loads the app to read its config: that process must not heartbeat
+    or listen, or every diagnostic would show up as a short-lived instance."""
+    import click
+
+    from .cli import tickstock
+
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.command is tickstock:
+            return True
+        ctx = ctx.parent
+    return False
+
+
 class TickStockMonitor:
     """Publishes an app's errors and health to Redis and relays cache invalidations.
 
@@ -260,19 +275,25 @@ class TickStockMonitor:
         config = load_config(app.config, app.import_name)
         state = MonitorState(self, app, config, reader, redis_client or self.redis_client)
         app.extensions[EXTENSION_KEY] = state
-        state.planes["relay"] = _relay_plane(state)  # even when disabled: caches still register
-        if not config.enabled:
-            return
-        if reader.raw("DATABASE_URI") is not None:
-            from .errorlog import init_errorlog  # imports SQLAlchemy: only when configured
+        try:
+            # Every plane reads (and validates) its config before any hook is attached, so a
+            # bad value leaves nothing behind.
+            state.planes["relay"] = _relay_plane(state)  # even disabled: caches still register
+            if not config.enabled:
+                return
+            if reader.raw("DATABASE_URI") is not None:
+                from .errorlog import init_errorlog  # imports SQLAlchemy: only when configured
 
-            if (errorlog := init_errorlog(state)) is not None:
-                state.planes["errorlog"] = errorlog
-        _install_dashboard(state)  # before any hook: its config errors must leave none behind
+                if (errorlog := init_errorlog(state)) is not None:
+                    state.planes["errorlog"] = errorlog
+            state.planes["health"] = _health_plane(state, self.health)
+            _install_dashboard(state)
+        except BaseException:
+            del app.extensions[EXTENSION_KEY]
+            raise
         state.capture.attach_to_app(app)
         state.capture.attach_logging()
-        state.planes["health"] = _health_plane(state, self.health)
-        if self.autostart:
+        if self.autostart and not _loaded_by_our_cli():
             state.start()
 
     # state lookup -----------------------------------------------------------------------------

@@ -173,3 +173,31 @@ def test_doctor_fails_when_redis_is_down(app, redis_server):
     result = invoke(app, "doctor", "--sample-seconds", "0")
     assert result.exit_code == 1
     assert result.output.splitlines()[1].startswith("PROBLEM Redis connection failed: ")
+
+
+def test_an_app_loaded_by_flask_tickstock_does_not_heartbeat(tickstock_memory_url):
+    """`flask tickstock …` loads the app only to read its config: no instance must appear."""
+    from click.testing import CliRunner
+    from flask import Flask
+    from flask.cli import FlaskGroup
+
+    from flask_tickstock_monitor import TickStockMonitor as Monitor
+
+    made = []
+
+    def create_app():
+        app = Flask("loaded_by_cli")
+        app.config["TICKSTOCK_MONITOR_REDIS_URL"] = tickstock_memory_url
+        made.append((app, Monitor(app)))
+        return app
+
+    result = CliRunner().invoke(FlaskGroup(create_app=create_app), ["tickstock", "stats"])
+    try:
+        assert result.exit_code == 0, result.output
+        stats = json.loads(result.output)
+        assert stats["health"]["running"] is False
+        assert stats["health"]["beats"] == 0
+        assert stats["relay"]["listening"] is False
+    finally:
+        for app, monitor in made:
+            monitor.shutdown(app=app)

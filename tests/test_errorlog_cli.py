@@ -16,7 +16,7 @@ from flask_tickstock_monitor.cli import tickstock
 from flask_tickstock_monitor.errorlog import error_logs
 
 MakeApp = Callable[..., tuple[Flask, TickStockMonitor]]
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)  # set again by `filled`: ages are relative
 
 
 def invoke(app: Flask, *args: str) -> Any:
@@ -46,6 +46,10 @@ def app(database_url: str, make_app: MakeApp) -> Flask:
 
 @pytest.fixture
 def filled(app: Flask, database_url: str) -> Flask:
+    global NOW
+    # the rows' ages count from now, not from when the module was imported: the prune
+    # thresholds below would otherwise drift with how long the suite ran before this test
+    NOW = datetime.now(timezone.utc).replace(microsecond=0)
     assert invoke(app, "init-db").exit_code == 0
     add_rows(
         database_url,
