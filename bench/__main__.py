@@ -7,7 +7,7 @@ import json
 import platform
 import time
 
-from . import errors, relay_latency
+from . import errors, relay_latency, storm
 from .common import table
 
 
@@ -20,6 +20,8 @@ def main() -> None:
     rows = errors.rows(results["errors"])
     results["relay"] = relay_latency.run()
     rows += relay_latency.rows(results["relay"])
+    results["storm"] = storm.run()
+    rows += storm.rows(results["storm"])
     print(table(rows, ["figure", "measured", "target", "baseline (same run)"]))
     results["meta"] = {"python": platform.python_version(), "machine": platform.machine(),
                        "seconds": round(time.time() - started, 1)}

@@ -531,6 +531,10 @@ def _flush_all_at_exit() -> None:
         errorlog.close(max(0.0, deadline - time.monotonic()))
 
 
+if "eventlet" in sys.modules:
+    # tpool registers its killall at import, and atexit runs last-in first-out: imported after
+    # our exit flush, it would kill the OS thread of a write in flight, hanging the flush.
+    import eventlet.tpool  # noqa: F401
 atexit.register(_flush_all_at_exit)
 
 

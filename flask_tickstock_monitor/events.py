@@ -23,9 +23,11 @@ ACTIONS = ("invalidate", "clear")
 DEFAULT_SCRUB_KEYS = (
     "password",
     "passwd",
+    "passphrase",
     "pwd",
     "secret",
     "token",
+    "jwt",
     "api_key",
     "apikey",
     "api-key",
@@ -40,8 +42,11 @@ DEFAULT_SCRUB_KEYS = (
     "credit_card",
     "creditcard",
     "card_number",
+    "cc_num",
     "cvv",
+    "cvc",
     "ssn",
+    "social_security",
     "dsn",
 )
 #: Request headers whose values are never published.

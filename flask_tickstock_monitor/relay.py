@@ -155,6 +155,9 @@ class RelayPlane(Plane):
             channels,
             self._on_message,
             on_connect=self._on_connect,
+            # Every second at most while Redis is away: caches serve stale entries until the
+            # listener is back (and clears them), so it must be back soon after Redis is.
+            backoff_cap=1.0,
             name="tickstock-monitor-relay-listener",
         ).start()
 

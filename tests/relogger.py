@@ -1,0 +1,74 @@
+"""TickStockAppV2's ErrorSubscriber + EnhancedLogger, as far as a feedback loop is concerned.
+
+Every message on ``tickstock:errors`` is re-logged at its severity's level on the logger
+``src.core.services.enhanced_logger.enhanced`` (which propagates to root, where the monitor's
+handler is), as ``[source] [SEVERITY] [source] message | Context: {json}``, with a new
+``error_id`` in the record's extras: the format of ``EnhancedLogger.log_from_redis_message``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+LOGGER = "src.core.services.enhanced_logger.enhanced"
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+def display(data: dict[str, Any]) -> str:
+    source, severity = data["source"], data["severity"]
+    text = f"[{source}] [{severity.upper()}] [{source}] {data['message']}"
+    if data.get("context"):
+        text += f" | Context: {json.dumps(data['context'], default=str)}"
+    return text
+
+
+#: Another app's subscriber re-logging on a logger of its own, which the monitor does not know.
+OTHER_LOGGER = "app.error_subscriber"
+
+
+class ReLogger:
+    """Re-logs what arrives on ``logger``. ``skip_instance``: not the errors of that instance
+    (re-log only the other's). ``mangle``: re-log a text that never contains the original
+    message, the worst case for echo detection (only the throttle bounds the loop then)."""
+
+    def __init__(self, client: Any, channel: str = "tickstock:errors", *, logger: str = LOGGER,
+                 skip_instance: str | None = None, mangle: bool = False):
+        self.log = logging.getLogger(logger)
+        self.log.setLevel(logging.DEBUG)  # as EnhancedLogger does
+        self.skip_instance = skip_instance
+        self.mangle = mangle
+        self.relogged = 0
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+        while self.pubsub.get_message(timeout=1.0) is None and not self.pubsub.subscribed:
+            pass
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ReLogger:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+            if message is None:
+                continue
+            data = json.loads(message["data"])
+            if self.skip_instance and data.get("instance_id") == self.skip_instance:
+                continue
+            text = f"relayed error {data['error_id']}" if self.mangle else display(data)
+            self.relogged += 1
+            self.log.log(LEVELS.get(data["severity"], 20), text, extra={
+                "error_id": str(uuid.uuid4()), "source": data["source"],
+                "category": data.get("category"), "component": data.get("component"),
+            })
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.pubsub.close()
