@@ -96,7 +96,7 @@ def wait_subscribed(client: Any, channel: str, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def run(count: int = 3000, rounds: int = 6, warmup: int = 200) -> dict[str, Any]:
+def run(count: int = 6000, rounds: int = 6, warmup: int = 200) -> dict[str, Any]:
     with redis_server() as server:
         return measure(server.url, count, rounds, warmup)
 
@@ -151,7 +151,7 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--count", type=int, default=6000)
     args = parser.parse_args()
     result = run(args.count)
     for name in ("ours", "seed", "seed_busy"):
