@@ -1,33 +1,72 @@
-"""``python -m bench [--json FILE]``: every benchmark, one table, the baselines beside."""
+"""``python -m bench [--only PARTS] [--json FILE]``: every benchmark, one table, the baselines
+beside, each on a redis-server of its own started for the run."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
+import os
 import platform
 import time
+from typing import Any
 
-from . import errors, relay_latency, storm
 from .common import table
+
+#: part -> module with ``run() -> dict`` and ``rows(dict) -> list[row]``, in table order
+PARTS = {
+    "errors": "errors",
+    "subscriber": "subscriber_latency",
+    "relay": "relay_latency",
+    "storm": "storm",
+}
+
+
+def load(part: str) -> Any:
+    try:
+        return importlib.import_module(f".{PARTS[part]}", __package__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.{PARTS[part]}":
+            raise
+        return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", default="bench/results.json", help="where to write the numbers")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts to run, of: {', '.join(PARTS)}")
     args = parser.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    # the paused-Redis runs make the publisher warn; the figures are the point here
+    logging.getLogger("flask_tickstock_monitor").setLevel(logging.ERROR)
     started = time.time()
-    results = {"errors": errors.run()}
-    rows = errors.rows(results["errors"])
-    results["relay"] = relay_latency.run()
-    rows += relay_latency.rows(results["relay"])
-    results["storm"] = storm.run()
-    rows += storm.rows(results["storm"])
+    results: dict[str, Any] = {"meta": {"load_before": os.getloadavg()}}
+    rows: list[list[str]] = []
+    for part in (p for p in PARTS if p in parts):
+        module = load(part)
+        if module is None:
+            rows.append([f"{part}: bench/{PARTS[part]}.py is not in this checkout", "-", "-", "-"])
+            continue
+        part_started = time.time()
+        results[part] = module.run()
+        results[part]["seconds"] = round(time.time() - part_started, 1)
+        rows += module.rows(results[part])
     print(table(rows, ["figure", "measured", "target", "baseline (same run)"]))
-    results["meta"] = {"python": platform.python_version(), "machine": platform.machine(),
-                       "seconds": round(time.time() - started, 1)}
+    results["meta"].update({
+        "python": platform.python_version(), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "load_after": os.getloadavg(),
+        "seconds": round(time.time() - started, 1),
+    })
     with open(args.json, "w") as fh:
         json.dump(results, fh, indent=2)
-    print(f"\nnumbers in {args.json}")
+    load_avg = results["meta"]["load_before"]
+    print(f"\n{os.cpu_count()} CPUs, load average {load_avg[0]:.2f} before the run; "
+          f"{results['meta']['seconds']:.0f} s; numbers in {args.json}")
 
 
 if __name__ == "__main__":

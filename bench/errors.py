@@ -101,7 +101,8 @@ def caller_cost(url: str, count: int = 200_000) -> dict[str, float]:
     app = Flask("bench_caller")
     app.logger.disabled = True
     app.config.update(TICKSTOCK_MONITOR_REDIS_URL=url, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
-                      TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1, TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600)
+                      TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1,
+                      TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600)
     monitor = TickStockMonitor(app)
     times = []
     with app.app_context():
@@ -199,7 +200,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         up, paused = results[f"request_up_{name}"], results[f"request_paused_{name}"]
         out.append([
             f"erroring request p50, Redis up, {label}", f"{up['monitor'] / up['bare']:.3f}x bare",
-            "<= 1.05x", f"sync publish {up['sync'] / up['bare']:.3f}x; bare {up['bare'] * 1e6:.0f} us",
+            "<= 1.05x",
+            f"sync publish {up['sync'] / up['bare']:.3f}x; bare {up['bare'] * 1e6:.0f} us",
         ])
         out.append([
             f"erroring request p50, Redis paused, {label}",

@@ -335,7 +335,7 @@ def parse(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InvalidMessage("not_utf8") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise InvalidMessage("too_deep") from None
     except (ValueError, InvalidMessage) as exc:
@@ -347,6 +347,10 @@ def parse(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every message: json.loads with an option builds a new one each call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _require(data: Mapping[str, Any], key: str, kinds: type | tuple[type, ...]) -> Any:

@@ -252,7 +252,7 @@ class MonitoringSubscriber:
             self._error_times.append(now)
             self._trim_errors(now)
             self._recent_errors.appendleft({**event, "received_at": now})
-        self._call(self.error_callback, dict(event))
+        self._call(self.error_callback, event)  # _call hands the callback a copy
 
     def _trim_errors(self, now: float) -> None:
         cutoff = now - self.error_window

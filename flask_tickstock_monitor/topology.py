@@ -258,14 +258,15 @@ def publish_batch(client: Any, messages: Sequence[Message], stores: Sequence[Sto
         return
     # Packed by hand, written at once, replies read in bulk: several times faster than
     # redis-py's generic pipeline for the small messages we send.
-    publishes = [(ch, _pack_publish(command, ch.encode(), data)) for ch, data in messages]
     sets = [(key, _pack_set(key.encode(), data, ttl)) for key, data, ttl in stores]
     if topology.kind == "cluster":
+        publishes = [(ch, _pack_publishes(command, [(ch, data)])) for ch, data in messages]
         _send_on_cluster(client, publishes, sets, topology.sharded)
         return
     if isinstance(pool, SentinelConnectionPool):
         _follow_master(pool)
-    send_packed(pool, [packed for _, packed in publishes + sets])
+    commands = [_pack_publishes(command, messages), *(packed for _, packed in sets)]
+    send_packed(pool, commands, replies=len(messages) + len(sets))
 
 
 def _follow_master(pool: SentinelConnectionPool) -> None:
@@ -282,9 +283,20 @@ def _follow_master(pool: SentinelConnectionPool) -> None:
         pass
 
 
-def _pack_publish(command: bytes, channel: bytes, data: bytes) -> bytes:
-    return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-        len(command), command, len(channel), channel, len(data), data)
+def _pack_publishes(command: bytes, messages: Sequence[Message]) -> bytes:
+    """``PUBLISH channel data`` for each message, as one buffer: the header up to the payload's
+    length is made once per channel and each payload is copied once, into the buffer."""
+    heads: dict[str, bytes] = {}
+    parts: list[bytes] = []
+    add = parts.extend
+    for channel, data in messages:
+        head = heads.get(channel)
+        if head is None:
+            name = channel.encode()
+            head = heads[channel] = b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$" % (
+                len(command), command, len(name), name)
+        add((head, b"%d\r\n" % len(data), data, b"\r\n"))
+    return b"".join(parts)
 
 
 def _pack_set(key: bytes, data: bytes, ttl_ms: int) -> bytes:
@@ -293,21 +305,23 @@ def _pack_set(key: bytes, data: bytes, ttl_ms: int) -> bytes:
         len(key), key, len(data), data, len(ms), ms)
 
 
-def send_packed(pool: Any, commands: Sequence[bytes]) -> None:
+def send_packed(pool: Any, commands: Sequence[bytes], replies: int | None = None) -> None:
     """Write packed ``commands`` (PUBLISH, SPUBLISH or SET) on one connection of ``pool`` at
-    once and read their replies in bulk; raise on an error reply."""
+    once and read their replies in bulk; raise on an error reply. ``replies``: how many
+    commands there are when an item of ``commands`` packs several (default: one each)."""
+    replies = len(commands) if replies is None else replies
     conn = pool.get_connection()
     try:
         sock = getattr(conn, "_sock", None)
         if sock is None:  # not a socket connection we can drive: let redis-py read the replies
             conn.send_packed_command([b"".join(commands)], check_health=False)
-            for _ in commands:
+            for _ in range(replies):
                 reply = conn.read_response()
                 if isinstance(reply, Exception):
                     raise reply
         else:
             sock.sendall(b"".join(commands))
-            _read_line_replies(sock, len(commands))
+            _read_line_replies(sock, replies)
     except BaseException:
         conn.disconnect()
         raise

@@ -154,6 +154,30 @@ class CircuitBreaker:
         self.retry_at = 0.0
 
 
+class Wakeup:
+    """A wake-up call for one waiting thread: ``threading.Event`` semantics (``set``, ``wait``,
+    ``clear``) on a bare lock. ``Event.set`` runs a Python-level ``Condition`` under a lock on
+    the caller's thread; this is one C call, which matters when a request thread wakes the
+    publisher."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held = not set
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # already set
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until set; clears it (the one waiter consumed the call)."""
+        return self._lock.acquire(timeout=timeout)
+
+    def clear(self) -> None:
+        self._lock.acquire(blocking=False)
+
+
 _LIVE_PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
 
@@ -194,7 +218,7 @@ class Publisher:
         self._pid = os.getpid()
         self._queue: deque[Outgoing] = deque()
         self._in_flight = 0
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._idle = False
         self._stopping = False
         self._thread: threading.Thread | None = None
