@@ -35,8 +35,11 @@ def load(part: str) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", default="bench/results.json", help="where to write the numbers")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, of: {', '.join(PARTS)}")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of: {', '.join(PARTS)}",
+    )
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -57,16 +60,22 @@ def main() -> None:
         results[part]["seconds"] = round(time.time() - part_started, 1)
         rows += module.rows(results[part])
     print(table(rows, ["figure", "measured", "target", "baseline (same run)"]))
-    results["meta"].update({
-        "python": platform.python_version(), "machine": platform.machine(),
-        "cpus": os.cpu_count(), "load_after": os.getloadavg(),
-        "seconds": round(time.time() - started, 1),
-    })
+    results["meta"].update(
+        {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_after": os.getloadavg(),
+            "seconds": round(time.time() - started, 1),
+        }
+    )
     with open(args.json, "w") as fh:
         json.dump(results, fh, indent=2)
     load_avg = results["meta"]["load_before"]
-    print(f"\n{os.cpu_count()} CPUs, load average {load_avg[0]:.2f} before the run; "
-          f"{results['meta']['seconds']:.0f} s; numbers in {args.json}")
+    print(
+        f"\n{os.cpu_count()} CPUs, load average {load_avg[0]:.2f} before the run; "
+        f"{results['meta']['seconds']:.0f} s; numbers in {args.json}"
+    )
 
 
 if __name__ == "__main__":

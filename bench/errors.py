@@ -50,10 +50,19 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
         def publish_synchronously(error: Any) -> Any:
             exc = getattr(error, "original_exception", error)
             try:
-                client.publish("tickstock:errors", json.dumps({
-                    "type": "application_error", "severity": "error", "component": "bench",
-                    "message": str(exc), "timestamp": time.time(), "context": {},
-                }))
+                client.publish(
+                    "tickstock:errors",
+                    json.dumps(
+                        {
+                            "type": "application_error",
+                            "severity": "error",
+                            "component": "bench",
+                            "message": str(exc),
+                            "timestamp": time.time(),
+                            "context": {},
+                        }
+                    ),
+                )
             except redis.RedisError:
                 pass  # the request still waited for the timeout
             return "error", 500
@@ -100,9 +109,12 @@ def sync_paused_request(url: str) -> float:
 def caller_cost(url: str, count: int = 200_000) -> dict[str, float]:
     app = Flask("bench_caller")
     app.logger.disabled = True
-    app.config.update(TICKSTOCK_MONITOR_REDIS_URL=url, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
-                      TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1,
-                      TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600)
+    app.config.update(
+        TICKSTOCK_MONITOR_REDIS_URL=url,
+        TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
+        TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600,
+    )
     monitor = TickStockMonitor(app)
     times = []
     with app.app_context():
@@ -119,9 +131,13 @@ def sustained(url: str, count: int = 300_000) -> dict[str, Any]:
     """Events/s from one process: from the first publish_error until all reached Redis, the
     producer holding back while more than 8 batches wait (the rate it can keep up forever)."""
     app = Flask("bench_sustained")
-    app.config.update(TICKSTOCK_MONITOR_REDIS_URL=url, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
-                      TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1, TICKSTOCK_MONITOR_BATCH_SIZE=1024,
-                      TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600)
+    app.config.update(
+        TICKSTOCK_MONITOR_REDIS_URL=url,
+        TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
+        TICKSTOCK_MONITOR_QUEUE_SIZE=count + 1,
+        TICKSTOCK_MONITOR_BATCH_SIZE=1024,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=3600,
+    )
     monitor = TickStockMonitor(app)
     publisher = monitor.state(app).publisher
     with app.app_context():
@@ -137,18 +153,30 @@ def sustained(url: str, count: int = 300_000) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
     stats = monitor.stats(app)
     monitor.shutdown(app=app)
-    return {"events_per_s": stats["published"] / elapsed, "published": stats["published"],
-            "dropped": stats["dropped_total"]}
+    return {
+        "events_per_s": stats["published"] / elapsed,
+        "published": stats["published"],
+        "dropped": stats["dropped_total"],
+    }
 
 
 def sync_sustained(url: str, count: int = 20_000) -> float:
     client = redis.Redis.from_url(url, socket_timeout=5)
     started = time.perf_counter()
     for i in range(count):
-        client.publish("tickstock:errors", json.dumps({
-            "type": "application_error", "severity": "error", "component": "bench",
-            "message": "sustained", "timestamp": time.time(), "context": {"i": i},
-        }))
+        client.publish(
+            "tickstock:errors",
+            json.dumps(
+                {
+                    "type": "application_error",
+                    "severity": "error",
+                    "component": "bench",
+                    "message": "sustained",
+                    "timestamp": time.time(),
+                    "context": {"i": i},
+                }
+            ),
+        )
     return count / (time.perf_counter() - started)
 
 
@@ -156,9 +184,23 @@ def redis_benchmark_ceiling(port: int) -> float | None:
     """redis-benchmark's pipelined PUBLISH rate: the ceiling of the server itself."""
     try:
         out = subprocess.run(
-            ["redis-benchmark", "-p", str(port), "-n", "300000", "-P", "64", "-q",
-             "publish", "tickstock:errors", "x" * 200],
-            capture_output=True, text=True, timeout=60, check=True,
+            [
+                "redis-benchmark",
+                "-p",
+                str(port),
+                "-n",
+                "300000",
+                "-P",
+                "64",
+                "-q",
+                "publish",
+                "tickstock:errors",
+                "x" * 200,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -177,7 +219,8 @@ def run() -> dict[str, Any]:
     with redis_server() as server:
         for name, flask_logging in (("logged", True), ("quiet", False)):
             results[f"request_up_{name}"] = request_path(
-                server.url, ["bare", "monitor", "sync"], flask_logging=flask_logging)
+                server.url, ["bare", "monitor", "sync"], flask_logging=flask_logging
+            )
         server.pause()
         try:
             for name, flask_logging in (("logged", True), ("quiet", False)):
@@ -198,22 +241,35 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     out = []
     for name, label in (("logged", "Flask's default logging"), ("quiet", "logging silenced")):
         up, paused = results[f"request_up_{name}"], results[f"request_paused_{name}"]
-        out.append([
-            f"erroring request p50, Redis up, {label}", f"{up['monitor'] / up['bare']:.3f}x bare",
-            "<= 1.05x",
-            f"sync publish {up['sync'] / up['bare']:.3f}x; bare {up['bare'] * 1e6:.0f} us",
-        ])
-        out.append([
-            f"erroring request p50, Redis paused, {label}",
-            f"{paused['monitor'] / paused['bare']:.3f}x bare", "<= 1.05x",
-            f"sync publish {results['sync_paused_s']:.2f} s a request (socket_timeout=5)",
-        ])
+        out.append(
+            [
+                f"erroring request p50, Redis up, {label}",
+                f"{up['monitor'] / up['bare']:.3f}x bare",
+                "<= 1.05x",
+                f"sync publish {up['sync'] / up['bare']:.3f}x; bare {up['bare'] * 1e6:.0f} us",
+            ]
+        )
+        out.append(
+            [
+                f"erroring request p50, Redis paused, {label}",
+                f"{paused['monitor'] / paused['bare']:.3f}x bare",
+                "<= 1.05x",
+                f"sync publish {results['sync_paused_s']:.2f} s a request (socket_timeout=5)",
+            ]
+        )
     out += [
-        ["publish_error caller cost p50 / p99",
-         f"{results['caller']['p50_us']:.1f} / {results['caller']['p99_us']:.1f} us", "-", "-"],
-        ["sustained events/s, one process", f"{results['sustained']['events_per_s']:,.0f}/s",
-         ">= 150,000/s",
-         f"sync publish {results['sync_sustained_per_s']:,.0f}/s; redis-benchmark -P 64 "
-         + (f"{ceiling:,.0f}/s" if ceiling else "n/a")],
+        [
+            "publish_error caller cost p50 / p99",
+            f"{results['caller']['p50_us']:.1f} / {results['caller']['p99_us']:.1f} us",
+            "-",
+            "-",
+        ],
+        [
+            "sustained events/s, one process",
+            f"{results['sustained']['events_per_s']:,.0f}/s",
+            ">= 150,000/s",
+            f"sync publish {results['sync_sustained_per_s']:,.0f}/s; redis-benchmark -P 64 "
+            + (f"{ceiling:,.0f}/s" if ceiling else "n/a"),
+        ],
     ]
     return out

@@ -23,8 +23,18 @@ from flask_tickstock_monitor.signals import error_published
 from .common import redis_server
 
 #: Distinct raise sites in the storm: each is one throttle key.
-KINDS = (ValueError, KeyError, TypeError, ZeroDivisionError, OSError, RuntimeError,
-         LookupError, ArithmeticError, AttributeError, IndexError)
+KINDS = (
+    ValueError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OSError,
+    RuntimeError,
+    LookupError,
+    ArithmeticError,
+    AttributeError,
+    IndexError,
+)
 
 
 def storm_app(url: str, **config: Any) -> tuple[Flask, TickStockMonitor]:
@@ -140,12 +150,15 @@ def _minus(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 def rows(result: dict[str, Any]) -> list[list[str]]:
     """The storm's rows of ``python -m bench``'s table."""
-    return [[
-        "RSS growth, 1M raises + 100k erroring requests", f"{result['rss_growth_mb']:.1f} MB",
-        "<= 20 MB",
-        "published + dropped = produced: "
-        f"{result['raise_accounted'] + result['request_accounted']:,}",
-    ]]
+    return [
+        [
+            "RSS growth, 1M raises + 100k erroring requests",
+            f"{result['rss_growth_mb']:.1f} MB",
+            "<= 20 MB",
+            "published + dropped = produced: "
+            f"{result['raise_accounted'] + result['request_accounted']:,}",
+        ]
+    ]
 
 
 def line(result: dict[str, Any]) -> str:

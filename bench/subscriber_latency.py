@@ -53,12 +53,20 @@ class Probe:
 
 def error_message(error_id: str) -> str:
     """An error event of the usual size (~1.4 KB: a traceback of a dozen frames)."""
-    return json.dumps({
-        "error_id": error_id, "type": "application_error", "severity": "error",
-        "source": "bench", "component": "bench", "message": "ZeroDivisionError: division by zero",
-        "timestamp": time.time(), "context": {"path": "/boom", "method": "GET"},
-        "traceback": TRACEBACK, "instance": {"id": "bench", "host": "localhost", "pid": 1},
-    })
+    return json.dumps(
+        {
+            "error_id": error_id,
+            "type": "application_error",
+            "severity": "error",
+            "source": "bench",
+            "component": "bench",
+            "message": "ZeroDivisionError: division by zero",
+            "timestamp": time.time(),
+            "context": {"path": "/boom", "method": "GET"},
+            "traceback": TRACEBACK,
+            "instance": {"id": "bench", "host": "localhost", "pid": 1},
+        }
+    )
 
 
 def seed_subscriber(url: str, channel: str, callback: Probe, sleep_time: float) -> Any:
@@ -133,20 +141,26 @@ def measure(url: str, count: int, rounds: int, warmup: int) -> dict[str, Any]:
         ours.stop()
     result: dict[str, Any] = {"count": len(samples["ours"]), "rejected": received["rejected_total"]}
     for name, values in samples.items():
-        result[name] = {"p50_us": median(values), "p99_us": percentile(values, 99),
-                        "max_us": max(values)}
+        result[name] = {
+            "p50_us": median(values),
+            "p99_us": percentile(values, 99),
+            "max_us": max(values),
+        }
     return result
 
 
 def rows(result: dict[str, Any]) -> list[list[str]]:
     ours, seed, busy = result["ours"], result["seed"], result["seed_busy"]
-    return [[
-        "publish -> MonitoringSubscriber callback, p50 / p99",
-        f"{ours['p50_us']:.0f} / {ours['p99_us']:.0f} us",
-        "p50 <= 150 us, p99 <= 1 ms",
-        f"redis-py run_in_thread(sleep_time=0.001) {seed['p50_us']:.0f} / {seed['p99_us']:.0f} us"
-        f"; sleep_time=0 (busy poll) {busy['p50_us']:.0f} / {busy['p99_us']:.0f} us",
-    ]]
+    return [
+        [
+            "publish -> MonitoringSubscriber callback, p50 / p99",
+            f"{ours['p50_us']:.0f} / {ours['p99_us']:.0f} us",
+            "p50 <= 150 us, p99 <= 1 ms",
+            "redis-py run_in_thread(sleep_time=0.001) "
+            f"{seed['p50_us']:.0f} / {seed['p99_us']:.0f} us"
+            f"; sleep_time=0 (busy poll) {busy['p50_us']:.0f} / {busy['p99_us']:.0f} us",
+        ]
+    ]
 
 
 def main() -> None:
@@ -156,8 +170,10 @@ def main() -> None:
     result = run(args.count)
     for name in ("ours", "seed", "seed_busy"):
         figures = result[name]
-        print(f"{name:10} p50 {figures['p50_us']:7.0f} us  p99 {figures['p99_us']:7.0f} us  "
-              f"max {figures['max_us']:7.0f} us")
+        print(
+            f"{name:10} p50 {figures['p50_us']:7.0f} us  p99 {figures['p99_us']:7.0f} us  "
+            f"max {figures['max_us']:7.0f} us"
+        )
 
 
 if __name__ == "__main__":

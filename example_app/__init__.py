@@ -28,7 +28,8 @@ INDEX = """<!doctype html>
 <p>Each link fails in its own way; every failure is published to <code>tickstock:errors</code>.</p>
 <ul>
   <li><a href="/fail/unhandled">/fail/unhandled</a> — an unhandled exception</li>
-  <li><a href="/fail/handled">/fail/handled</a> — an exception the app's own handler turns into a 500</li>
+  <li><a href="/fail/handled">/fail/handled</a> — an exception the app's own handler
+      turns into a 500</li>
   <li><a href="/fail/log">/fail/log</a> — an ERROR log record, request succeeds</li>
   <li><a href="/fail/signal">/fail/signal</a> — an app-defined blinker signal</li>
   <li><a href="/fail/abort">/fail/abort</a> — <code>abort(503)</code></li>
@@ -38,7 +39,8 @@ INDEX = """<!doctype html>
 live dashboard.</p>
 <h2>Published ({{ published|length }})</h2>
 <ol reversed>
-{% for event in published %}<li><b>{{ event.severity }}</b> {{ event.component }}: {{ event.message }}
+{% for event in published %}<li><b>{{ event.severity }}</b> {{ event.component }}:
+  {{ event.message }}
   <small>({{ event.origin }}, {{ event.error_id }})</small></li>
 {% endfor %}</ol>
 <p><a href="/stats">/stats</a> shows the monitor's counters.</p>

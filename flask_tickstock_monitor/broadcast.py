@@ -88,7 +88,9 @@ class SocketBroadcaster:
             if allowed:
                 log.warning(
                     "Socket.IO emit of %r failed (%s; %d similar suppressed)",
-                    event, exc, suppressed,
+                    event,
+                    exc,
+                    suppressed,
                 )
             return False
         self.emitted += 1

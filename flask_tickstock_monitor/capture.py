@@ -214,8 +214,20 @@ class ErrorCapture:
             None,
             self._build,
             "error",
-            (error_id, error_type, exc_data, message, http, severity, component, fields,
-             timestamp, suppressed, category, origin),
+            (
+                error_id,
+                error_type,
+                exc_data,
+                message,
+                http,
+                severity,
+                component,
+                fields,
+                timestamp,
+                suppressed,
+                category,
+                origin,
+            ),
             severity,
         )
         for sink in self.sinks:
@@ -251,7 +263,8 @@ class ErrorCapture:
             "source": config.source,
             "severity": severity,
             "component": component or config.component,
-            "message": message if len(message) <= config.max_message_chars
+            "message": message
+            if len(message) <= config.max_message_chars
             else events.truncate(message, config.max_message_chars),
             "timestamp": timestamp,
             "context": self.state.scrubber(context),

@@ -113,9 +113,7 @@ def init_db_command() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @with_appcontext
-def errors_command(
-    since: timedelta | None, severity: str, limit: int, as_json: bool
-) -> None:
+def errors_command(since: timedelta | None, severity: str, limit: int, as_json: bool) -> None:
     """Print the newest errors in the error log (newest first)."""
     from .errorlog import recent_errors
 
@@ -151,11 +149,16 @@ def prune_command(older_than: timedelta) -> None:
     except Exception as exc:
         raise _database_failed(errorlog, exc) from None
     click.echo(f"Deleted {deleted} error{'s' if deleted != 1 else ''} from error_logs.")
+
+
 # --- health and diagnostics ------------------------------------------------------------------
 
 #: channels TickStockAppV2 removed (Sprint 54); anything still on them is a leftover
-REMOVED_CHANNELS = ("tickstock:market:ticks", "tickstock.events.patterns",
-                    "tickstock.events.indicators")
+REMOVED_CHANNELS = (
+    "tickstock:market:ticks",
+    "tickstock.events.patterns",
+    "tickstock.events.indicators",
+)
 REMOVED_PATTERN = "tickstock.jobs.*"
 
 
@@ -207,8 +210,10 @@ def health_command() -> None:
     except Exception as exc:
         click.echo(f"FAILED  Test publish failed: {exc}")
         raise click.exceptions.Exit(1) from None
-    click.echo(f"OK      Test message published to {state.config.channel_monitoring}"
-               f" ({reached} subscribers)")
+    click.echo(
+        f"OK      Test message published to {state.config.channel_monitoring}"
+        f" ({reached} subscribers)"
+    )
 
 
 @tickstock.command("channels")
@@ -244,7 +249,9 @@ def listen_command(
     """
     config = current_state().config
     names = list(channels) or [
-        config.channel_errors, config.channel_monitoring, config.channel_invalidation
+        config.channel_errors,
+        config.channel_monitoring,
+        config.channel_invalidation,
     ]
     if not as_json:
         click.echo(f"Listening on {', '.join(names)}", err=True)
@@ -271,7 +278,9 @@ def _stream(
     received: queue.Queue[tuple[str, Any]] = queue.Queue()
     client = _redis()
     subscription = Subscription(
-        lambda: client, channels, lambda ch, data: received.put((ch, data)),
+        lambda: client,
+        channels,
+        lambda ch, data: received.put((ch, data)),
         name="tickstock-cli-listen",
     ).start()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -310,8 +319,13 @@ def publish_test_command(channel: str | None) -> None:
 
 
 @tickstock.command("doctor")
-@click.option("--sample-seconds", type=click.FloatRange(min=0), default=3.0, show_default=True,
-              help="How long to listen to live messages.")
+@click.option(
+    "--sample-seconds",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="How long to listen to live messages.",
+)
 @with_appcontext
 def doctor_command(sample_seconds: float) -> None:
     """Check connectivity, channel use, live messages and this app's own counters.
@@ -334,8 +348,11 @@ def doctor_command(sample_seconds: float) -> None:
     except Exception as exc:
         report(False, f"Redis connection failed: {exc}")
         raise click.exceptions.Exit(1) from None
-    report(True, f"Redis connection (ping min {latencies[0]:.2f} / median {latencies[2]:.2f}"
-           f" / max {latencies[-1]:.2f} ms)")
+    report(
+        True,
+        f"Redis connection (ping min {latencies[0]:.2f} / median {latencies[2]:.2f}"
+        f" / max {latencies[-1]:.2f} ms)",
+    )
 
     ours = [config.channel_errors, config.channel_monitoring, config.channel_invalidation]
     counts = topology.channel_counts(client, "*")
@@ -367,8 +384,10 @@ def doctor_command(sample_seconds: float) -> None:
     stats = state.stats()
     failed = stats["dropped"].get("publish_failed", 0) + stats["dropped"].get("queue_full", 0)
     dropped = ", ".join(f"{k}={v}" for k, v in sorted(stats["dropped"].items())) or "none"
-    report(failed == 0, f"this app published {stats['published']}, dropped {dropped},"
-           f" queued {stats['queued']}")
+    report(
+        failed == 0,
+        f"this app published {stats['published']}, dropped {dropped}, queued {stats['queued']}",
+    )
     if problems:
         click.echo(f"{len(problems)} problem(s) found")
         raise click.exceptions.Exit(1)

@@ -201,9 +201,7 @@ def load_config(
         source=r.get("SOURCE", DEFAULT_SOURCE, as_str),
         channel_errors=r.get("CHANNEL_ERRORS", "tickstock:errors", as_str, "REDIS_ERROR_CHANNEL"),
         channel_monitoring=r.get("CHANNEL_MONITORING", "tickstock:monitoring", as_str),
-        channel_invalidation=r.get(
-            "CHANNEL_INVALIDATION", "tickstock:cache:invalidation", as_str
-        ),
+        channel_invalidation=r.get("CHANNEL_INVALIDATION", "tickstock:cache:invalidation", as_str),
         queue_size=r.get("QUEUE_SIZE", 10_000, positive(int)),
         batch_size=r.get("BATCH_SIZE", 512, positive(int)),
         publish_linger=r.get("PUBLISH_LINGER", 0.002, at_least(float, 0)),
@@ -211,8 +209,7 @@ def load_config(
         exit_flush_timeout=r.get("EXIT_FLUSH_TIMEOUT", 2.0, at_least(float, 0)),
         capture_logging=r.get("CAPTURE_LOGGING", True, as_bool),
         log_level=r.get("LOG_LEVEL", logging.ERROR, as_level),
-        ignore_loggers=DEFAULT_IGNORE_LOGGERS
-        + r.get("IGNORE_LOGGERS", (), as_str_tuple),
+        ignore_loggers=DEFAULT_IGNORE_LOGGERS + r.get("IGNORE_LOGGERS", (), as_str_tuple),
         capture_5xx=r.get("CAPTURE_5XX", True, as_bool),
         include_query=r.get("INCLUDE_QUERY", False, as_bool),
         include_headers=r.get("INCLUDE_HEADERS", False, as_bool),

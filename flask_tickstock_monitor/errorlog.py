@@ -152,9 +152,7 @@ def database_url(key: str, value: Any) -> URL:
 def as_severity(key: str, value: Any) -> str:
     severity = str(value).strip().lower()
     if severity not in SEVERITY_ORDER:
-        raise ConfigurationError(
-            f"{key} must be one of {', '.join(SEVERITY_ORDER)}, got {value!r}"
-        )
+        raise ConfigurationError(f"{key} must be one of {', '.join(SEVERITY_ORDER)}, got {value!r}")
     return severity
 
 
@@ -520,7 +518,9 @@ class ErrorLog(Plane):
         if self.breaker.failures == 1:
             log.warning(
                 "writing to the error log failed (%s); %d errors wait, retrying in %.2fs",
-                self.last_error.splitlines()[0], len(self._buffer), delay,
+                self.last_error.splitlines()[0],
+                len(self._buffer),
+                delay,
             )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import linecache
 import math
-import re
 import random
+import re
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -50,7 +50,13 @@ DEFAULT_SCRUB_KEYS = (
     "dsn",
 )
 #: Request headers whose values are never published.
-DEFAULT_SCRUB_HEADERS = ("authorization", "cookie", "set-cookie", "x-api-key", "proxy-authorization")
+DEFAULT_SCRUB_HEADERS = (
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "proxy-authorization",
+)
 SCRUBBED = "[scrubbed]"
 TRUNCATED = "…[truncated]"
 
@@ -58,7 +64,7 @@ TRUNCATED = "…[truncated]"
 try:  # the "fast" extra: ~10x quicker than the standard library on our small messages
     import orjson
 except ImportError:  # pragma: no cover - depends on the install
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 def dumps(message: Any) -> bytes:
@@ -98,7 +104,8 @@ def truncate(text: str, limit: int) -> str:
 
 
 class Scrubber:
-    """Removes secrets from a context and caps its depth, breadth and size (truncates, never drops)."""
+    """Removes secrets from a context and caps its depth, breadth and size (truncating, never
+    dropping)."""
 
     def __init__(
         self,
@@ -203,7 +210,9 @@ class Scrubber:
             return out
         if isinstance(value, (list, tuple, set, frozenset)):
             items = list(value)
-            out_list = [self._clean(item, depth + 1, string_cap) for item in items[: self.max_items]]
+            out_list = [
+                self._clean(item, depth + 1, string_cap) for item in items[: self.max_items]
+            ]
             if len(items) > self.max_items:
                 out_list.append(f"{TRUNCATED} {len(items) - self.max_items} more")
             return out_list
@@ -399,9 +408,7 @@ def validate_health(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return data
 
 
-def validate_invalidation(
-    data: Mapping[str, Any], *, max_keys: int = 10_000
-) -> Mapping[str, Any]:
+def validate_invalidation(data: Mapping[str, Any], *, max_keys: int = 10_000) -> Mapping[str, Any]:
     if data.get("type") != "cache_invalidation":
         raise InvalidMessage("bad_value", "type")
     cache = _require(data, "cache", str)

@@ -123,8 +123,10 @@ class MonitorState:
         for item, event in published:
             if item.kind == "error":
                 if logging_info:
-                    log.info("ERROR-TRACKING: Published error to Redis: %s",
-                             event.get("error_type") or "error")
+                    log.info(
+                        "ERROR-TRACKING: Published error to Redis: %s",
+                        event.get("error_type") or "error",
+                    )
                 if errors_heard:
                     signals.error_published.send(self.app, event=event)
             elif item.kind == "health":
@@ -164,7 +166,9 @@ class MonitorState:
 
     def _after_fork_in_child(self) -> None:
         if self._external_client is None and self._client is not None:
-            self._client.connection_pool.reset() if hasattr(self._client, "connection_pool") else None
+            self._client.connection_pool.reset() if hasattr(
+                self._client, "connection_pool"
+            ) else None
         self._new_identity()
         if self.started:
             for plane in self.planes.values():
@@ -348,9 +352,12 @@ class TickStockMonitor:
         category: str | None = None,
         app: Flask | None = None,
     ) -> str | None:
-        """Publish an error event with ``message``. Returns its ``error_id`` (``None`` if dropped)."""
+        """Publish an error event with ``message``; its ``error_id`` (``None`` if dropped)."""
         return self.state(app).capture.capture(
-            message=message, severity=severity, component=component, context=context,
+            message=message,
+            severity=severity,
+            component=component,
+            context=context,
             category=category,
         )
 

@@ -124,8 +124,10 @@ def _hit_counts(cache: Any) -> tuple[int, int] | None:
             stats = getattr(target, method, None)
             if callable(stats):
                 found = stats()
-                if isinstance(found, Mapping) and _is_count(found.get("hits")) and _is_count(
-                    found.get("misses")
+                if (
+                    isinstance(found, Mapping)
+                    and _is_count(found.get("hits"))
+                    and _is_count(found.get("misses"))
                 ):
                     return int(found["hits"]), int(found["misses"])
         hits: Any = getattr(target, "hits", None)

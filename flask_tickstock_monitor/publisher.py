@@ -43,7 +43,9 @@ class MonitoringPublisher:
         """Queue a health metric (``component``, ``status``, ``timestamp``, ``metrics``)."""
         _require(metric_data, "component", "status")
         if metric_data["status"] not in events.STATUSES:
-            raise ValueError(f"status must be one of {events.STATUSES}, got {metric_data['status']!r}")
+            raise ValueError(
+                f"status must be one of {events.STATUSES}, got {metric_data['status']!r}"
+            )
         metrics = metric_data.get("metrics") or {}
         if not isinstance(metrics, Mapping):
             raise ValueError("metrics must be a mapping")
@@ -62,7 +64,8 @@ class MonitoringPublisher:
         return accepted
 
     def publish_error(self, error_data: Mapping[str, Any]) -> bool:
-        """Queue an error event (``severity``, ``component``, ``message``, ``timestamp``, ``context``)."""
+        """Queue an error event (``severity``, ``message``; ``component``, ``timestamp``,
+        ``context`` optional)."""
         _require(error_data, "severity", "message")
         if error_data["severity"] not in events.SEVERITIES:
             raise ValueError(

@@ -65,7 +65,7 @@ class PublishedEvents:
 @pytest.fixture
 def tickstock_events() -> Iterator[PublishedEvents]:
     recorder = PublishedEvents()
-    connections = [
+    connections: list[tuple[Any, Callable[..., None]]] = [
         (signals.error_published, recorder.on_error),
         (signals.health_published, recorder.on_health),
         (signals.cache_invalidated, recorder.on_invalidation),

@@ -293,8 +293,17 @@ class RelayPlane(Plane):
         # Only contract keys reach browsers: extra keys of a received message are not forwarded.
         out = {
             key: message[key]
-            for key in ("type", "cache", "action", "keys", "scope", "timestamp",
-                        "invalidation_id", "origin", "reason")
+            for key in (
+                "type",
+                "cache",
+                "action",
+                "keys",
+                "scope",
+                "timestamp",
+                "invalidation_id",
+                "origin",
+                "reason",
+            )
             if message.get(key) is not None
         }
         out["caches"] = touched
@@ -321,7 +330,8 @@ class RelayPlane(Plane):
         self.gap_clears += 1
         log.warning(
             "cache invalidations may have been missed (%s); cleared caches: %s",
-            reason, ", ".join(cleared) or "none",
+            reason,
+            ", ".join(cleared) or "none",
         )
         self.recent.appendleft(self._summary(message, cleared, False))
         if signals.cache_gap_cleared.receivers:
@@ -334,8 +344,11 @@ class RelayPlane(Plane):
         with self._lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
         self._log_once(
-            reason, "rejected a message on %s: %s %s",
-            channel or self.state.config.channel_invalidation, reason, detail,
+            reason,
+            "rejected a message on %s: %s %s",
+            channel or self.state.config.channel_invalidation,
+            reason,
+            detail,
         )
 
     def _cache_failed(self, name: str, exc: Exception) -> None:
@@ -345,7 +358,9 @@ class RelayPlane(Plane):
         if allowed:
             log.error(
                 "cache %r raised while being invalidated (%d similar suppressed)",
-                name, suppressed, exc_info=exc,
+                name,
+                suppressed,
+                exc_info=exc,
             )
 
     def _log_once(self, key: str, msg: str, *args: Any) -> None:

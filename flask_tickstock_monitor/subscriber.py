@@ -264,8 +264,13 @@ class MonitoringSubscriber:
         with self._lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
             count = self.rejected[reason]
-        self._log_limited(reason, "rejected a %s message (%s); %d rejected for this reason so far",
-                          what, exc, count)
+        self._log_limited(
+            reason,
+            "rejected a %s message (%s); %d rejected for this reason so far",
+            what,
+            exc,
+            count,
+        )
 
     def _call(self, callback: Callback | None, event: Mapping[str, Any]) -> None:
         if callback is None:
@@ -274,8 +279,12 @@ class MonitoringSubscriber:
             callback(dict(event))
         except Exception:
             self.callback_errors += 1
-            self._log_limited("callback", "a monitoring callback failed (%d so far)",
-                              self.callback_errors, exc_info=True)
+            self._log_limited(
+                "callback",
+                "a monitoring callback failed (%d so far)",
+                self.callback_errors,
+                exc_info=True,
+            )
 
     def _log_limited(self, key: str, message: str, *args: Any, exc_info: bool = False) -> None:
         now = time.monotonic()

@@ -128,8 +128,10 @@ def url_from_config(reader: Any, url: str) -> str:
         single = urlsplit(url)
         auth = single.netloc.rpartition("@")[0] if single.scheme in ("redis", "rediss") else ""
         db = single.path.strip("/") if single.scheme in ("redis", "rediss") else ""
-        url = (f"{SENTINEL_SCHEME}://{auth + '@' if auth else ''}{','.join(sentinels)}"
-               f"/{service}{'/' + db if db.isdigit() else ''}")
+        url = (
+            f"{SENTINEL_SCHEME}://{auth + '@' if auth else ''}{','.join(sentinels)}"
+            f"/{service}{'/' + db if db.isdigit() else ''}"
+        )
         try:
             parse_url(url)
         except ValueError as exc:
@@ -294,7 +296,11 @@ def _pack_publishes(command: bytes, messages: Sequence[Message]) -> bytes:
         if head is None:
             name = channel.encode()
             head = heads[channel] = b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$" % (
-                len(command), command, len(name), name)
+                len(command),
+                command,
+                len(name),
+                name,
+            )
         add((head, b"%d\r\n" % len(data), data, b"\r\n"))
     return b"".join(parts)
 
@@ -302,7 +308,13 @@ def _pack_publishes(command: bytes, messages: Sequence[Message]) -> bytes:
 def _pack_set(key: bytes, data: bytes, ttl_ms: int) -> bytes:
     ms = str(ttl_ms).encode()
     return b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n" % (
-        len(key), key, len(data), data, len(ms), ms)
+        len(key),
+        key,
+        len(data),
+        data,
+        len(ms),
+        ms,
+    )
 
 
 def send_packed(pool: Any, commands: Sequence[bytes], replies: int | None = None) -> None:
@@ -345,7 +357,6 @@ def _read_line_replies(sock: Any, count: int) -> None:
             raise redis.ResponseError(line.decode("utf-8", "replace"))
         count -= data.count(b"\r\n")
         pending = data[data.rfind(b"\r\n") + 2 :] if b"\r\n" in data else data
-
 
 
 def _send_on_cluster(
@@ -594,4 +605,3 @@ def _pairs(reply: Any) -> Iterable[tuple[Any, Any]]:
     if reply and isinstance(reply[0], (list, tuple)):  # redis-py may have parsed it already
         return reply  # type: ignore[no-any-return]
     return zip(reply[::2], reply[1::2], strict=True)
-

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import topology
-
 from .events import dumps
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
@@ -44,12 +43,16 @@ def check_url(url: str) -> None:
     """Raise ``ValueError`` when no client can be made for ``url``."""
     scheme = urlsplit(url).scheme
     if scheme not in SCHEMES:
-        raise ValueError(f"unsupported scheme {scheme!r} in {url!r}; use one of {', '.join(SCHEMES)}")
+        raise ValueError(
+            f"unsupported scheme {scheme!r} in {url!r}; use one of {', '.join(SCHEMES)}"
+        )
     if scheme == "memory":
         try:
             import fakeredis  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the install
-            raise ValueError("memory:// needs the 'embedded' extra (pip install fakeredis)") from None
+            raise ValueError(
+                "memory:// needs the 'embedded' extra (pip install fakeredis)"
+            ) from None
         if topology.parse_url(url).sharded:
             raise ValueError("the embedded memory:// server has no sharded pub/sub")
     else:
@@ -531,7 +534,12 @@ class Subscription:
             if was_connected and self.on_disconnect is not None:
                 self._safe(self.on_disconnect, self.last_error or "disconnected")
             delay = self.breaker.failed()
-            log.info("subscription to %s lost (%s); retrying in %.2fs", self.channels, self.last_error, delay)
+            log.info(
+                "subscription to %s lost (%s); retrying in %.2fs",
+                self.channels,
+                self.last_error,
+                delay,
+            )
             self._stop.wait(delay)
 
     def _listen(self) -> None:

@@ -34,9 +34,17 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(autouse=True)
 def _no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The TickStockAppV2 fallbacks read the environment: tests decide it themselves.
-    for name in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD",
-                 "MONITORING_ENABLED", "ERROR_CHANNEL_ENABLED", "HEALTH_CHECK_INTERVAL",
-                 "REDIS_ERROR_CHANNEL"):
+    for name in (
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_DB",
+        "REDIS_PASSWORD",
+        "MONITORING_ENABLED",
+        "ERROR_CHANNEL_ENABLED",
+        "HEALTH_CHECK_INTERVAL",
+        "REDIS_ERROR_CHANNEL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -69,7 +77,9 @@ class ChannelRecorder:
                 self.error = exc
                 return
             if msg and msg["type"] == "message":
-                channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+                channel = (
+                    msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+                )
                 self.raw.append((channel, msg["data"]))
                 self.messages.append((channel, json.loads(msg["data"])))
 

@@ -27,7 +27,11 @@ def postgres_database() -> Iterator[str]:
 
     try:
         admin = psycopg.connect(
-            host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", connect_timeout=3,
+            host=PG_HOST,
+            port=PG_PORT,
+            user="postgres",
+            dbname="postgres",
+            connect_timeout=3,
             autocommit=True,
         )
     except psycopg.OperationalError as exc:

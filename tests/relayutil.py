@@ -71,7 +71,9 @@ def run_script(script: str, *args: str) -> Any:
     """Run ``script`` in a fresh interpreter (e.g. under eventlet); its last line, as JSON."""
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])

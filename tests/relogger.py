@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -35,17 +36,32 @@ class ReLogger:
     (re-log only the other's). ``mangle``: re-log a text that never contains the original
     message, the worst case for echo detection (only the throttle bounds the loop then)."""
 
-    def __init__(self, client: Any, channel: str = "tickstock:errors", *, logger: str = LOGGER,
-                 skip_instance: str | None = None, mangle: bool = False):
+    def __init__(
+        self,
+        client: Any,
+        channel: str = "tickstock:errors",
+        *,
+        logger: str = LOGGER,
+        skip_instance: str | None = None,
+        mangle: bool = False,
+    ):
         self.log = logging.getLogger(logger)
         self.log.setLevel(logging.DEBUG)  # as EnhancedLogger does
         self.skip_instance = skip_instance
         self.mangle = mangle
         self.relogged = 0
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.client = client  # a dropped client closes its pool, and the pubsub's socket with it
+        self.pubsub = client.pubsub()
         self.pubsub.subscribe(channel)
-        while self.pubsub.get_message(timeout=1.0) is None and not self.pubsub.subscribed:
-            pass
+        # wait for the server's confirmation: `subscribed` turns true when SUBSCRIBE is only sent,
+        # and a message published before the server has it would never be re-logged
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            confirmation = self.pubsub.get_message(timeout=0.5)
+            if confirmation and confirmation["type"] == "subscribe":
+                break
+        else:
+            raise RuntimeError(f"no subscribe confirmation for {channel}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,10 +79,16 @@ class ReLogger:
                 continue
             text = f"relayed error {data['error_id']}" if self.mangle else display(data)
             self.relogged += 1
-            self.log.log(LEVELS.get(data["severity"], 20), text, extra={
-                "error_id": str(uuid.uuid4()), "source": data["source"],
-                "category": data.get("category"), "component": data.get("component"),
-            })
+            self.log.log(
+                LEVELS.get(data["severity"], 20),
+                text,
+                extra={
+                    "error_id": str(uuid.uuid4()),
+                    "source": data["source"],
+                    "category": data.get("category"),
+                    "component": data.get("component"),
+                },
+            )
 
     def stop(self) -> None:
         self._stop.set()

@@ -36,6 +36,7 @@ class RedisServer:
         config: str | None = None,
     ):
         self.port = port or free_port()
+        self._clients: list[redis.Redis] = []
         self.args = list(args)
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="tsm-redis-")
@@ -56,22 +57,39 @@ class RedisServer:
     def command(self) -> list[str]:
         cmd = [REDIS_SERVER] + ([self.config_file] if self.config_file else [])
         cmd += [
-            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--logfile",
+            os.path.join(self.dir, "log"),
         ]
         if self.password:
             cmd += ["--requirepass", self.password]
         return cmd + self.args
 
     def start(self, timeout: float = 5.0) -> RedisServer:
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.paused = False
         self.wait_ready(timeout)
         return self
 
     def client(self, **kwargs) -> redis.Redis:
         kwargs.setdefault("socket_timeout", 2)
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)
+        # A redis-py client closes its pool when garbage-collected, and with it the socket of a
+        # PubSub made from it (`server.client().pubsub()`): keep every client for the server's
+        # lifetime so such a subscriber cannot go deaf halfway through a test.
+        self._clients.append(client)
+        return client
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -109,4 +127,7 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -131,8 +131,9 @@ def test_doctor_all_well(redis_server, make_app):
     assert monitor.flush(app=app)
     client = redis_server.client()
     healthy = json.dumps(monitor.health_snapshot(app=app)).encode()
-    thread = publish_soon(client, "tickstock:monitoring",
-                          [healthy, b'{"event_type": "METRIC_UPDATE"}'])
+    thread = publish_soon(
+        client, "tickstock:monitoring", [healthy, b'{"event_type": "METRIC_UPDATE"}']
+    )
     result = invoke(app, "doctor", "--sample-seconds", "0.8")
     thread.join()
     assert result.exit_code == 0, result.output

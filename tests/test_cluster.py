@@ -53,12 +53,15 @@ def test_classic_pubsub_reaches_a_subscriber_on_every_node(cluster, make_app, re
         for channel in CHANNELS[1:]:
             assert recorder.on(channel) == [{"type": "probe", "channel": channel, "n": 1}]
     assert describe(state.client()) == {
-        "kind": "cluster", "sharded_pubsub": False,
+        "kind": "cluster",
+        "sharded_pubsub": False,
         "nodes": sorted(f"127.0.0.1:{node.port}" for node in cluster.nodes),
     }
     assert channel_counts(state.client(), "tickstock:*") == {channel: 3 for channel in CHANNELS}
     assert subscriber_counts(state.client(), [*CHANNELS, "none"]) == {
-        **{channel: 3 for channel in CHANNELS}, "none": 0}
+        **{channel: 3 for channel in CHANNELS},
+        "none": 0,
+    }
     # the CLI's test publish: one PUBLISH, the subscribers of every node counted
     assert publish_one(state.client(), CHANNELS[1], json.dumps({"n": 2})) == 3
     for recorder in recorders:
@@ -71,7 +74,8 @@ def test_sharded_pubsub_goes_to_the_owner_of_each_channel(cluster, make_app):
     assert state.config.redis_url == cluster.url + "?sharded_pubsub=true"
     got: list[tuple[str, dict]] = []
     subscription = Subscription(
-        lambda: connect(cluster.url + "?sharded_pubsub=true"), CHANNELS,
+        lambda: connect(cluster.url + "?sharded_pubsub=true"),
+        CHANNELS,
         lambda channel, data: got.append((channel, json.loads(data))),
     ).start()
     # and a plain SSUBSCRIBE on the node that owns the errors channel's slot
@@ -86,11 +90,17 @@ def test_sharded_pubsub_goes_to_the_owner_of_each_channel(cluster, make_app):
         wait_for(lambda: len(got) == 4, 5, "the sharded messages")
         # the errors channel has two sharded subscribers: ours and the plain one
         assert channel_counts(state.client(), "tickstock:*") == {
-            CHANNELS[0]: 2, CHANNELS[1]: 1, CHANNELS[2]: 1}
+            CHANNELS[0]: 2,
+            CHANNELS[1]: 1,
+            CHANNELS[2]: 1,
+        }
         # sharded messages are not relayed to classic subscribers
         assert channel_counts(state.client(), "tickstock:*", sharded=False) == {}
         assert subscriber_counts(state.client(), CHANNELS) == {
-            CHANNELS[0]: 2, CHANNELS[1]: 1, CHANNELS[2]: 1}
+            CHANNELS[0]: 2,
+            CHANNELS[1]: 1,
+            CHANNELS[2]: 1,
+        }
         assert publish_one(state.client(), CHANNELS[0], json.dumps({"n": 2})) == 2
         wait_for(lambda: len(got) == 5, 5, "the test message")
         plain = [owner.get_message(timeout=1) for _ in range(4)]
@@ -117,8 +127,12 @@ def test_sharded_subscription_comes_back_after_its_node_restarts(cluster, make_a
     got: list[dict] = []
     connects: list[bool] = []
     subscription = Subscription(
-        lambda: connect(url), [channel], lambda _, data: got.append(json.loads(data)),
-        on_connect=connects.append, backoff_base=0.05, backoff_cap=0.5,
+        lambda: connect(url),
+        [channel],
+        lambda _, data: got.append(json.loads(data)),
+        on_connect=connects.append,
+        backoff_base=0.05,
+        backoff_cap=0.5,
     ).start()
     try:
         assert subscription.wait_connected(5)
@@ -135,8 +149,10 @@ def test_sharded_subscription_comes_back_after_its_node_restarts(cluster, make_a
             state.submit(generic(channel, n))
             time.sleep(0.05)
             assert time.monotonic() - started < 10, monitor.stats(app=app)
-        print(f"\ncluster node restart: sharded messages resumed after "
-              f"{time.monotonic() - started:.2f}s once the cluster was ok")
+        print(
+            f"\ncluster node restart: sharded messages resumed after "
+            f"{time.monotonic() - started:.2f}s once the cluster was ok"
+        )
     finally:
         subscription.stop()
     assert connects[:2] == [True, False]

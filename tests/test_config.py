@@ -40,8 +40,12 @@ def test_prefixed_keys_win_over_fallbacks():
 def test_tickstock_names_from_app_config_then_environment():
     config = config_of(
         {"HEALTH_CHECK_INTERVAL": 15, "REDIS_ERROR_CHANNEL": "custom:errors"},
-        {"HEALTH_CHECK_INTERVAL": "99", "MONITORING_ENABLED": "false",
-         "ERROR_CHANNEL_ENABLED": "no", "REDIS_URL": "redis://env-host:6380/1"},
+        {
+            "HEALTH_CHECK_INTERVAL": "99",
+            "MONITORING_ENABLED": "false",
+            "ERROR_CHANNEL_ENABLED": "no",
+            "REDIS_URL": "redis://env-host:6380/1",
+        },
     )
     assert config.health_interval == 15.0  # app.config before the environment
     assert config.channel_errors == "custom:errors"
@@ -52,8 +56,13 @@ def test_tickstock_names_from_app_config_then_environment():
 
 def test_redis_host_port_db_password_from_environment():
     config = config_of(
-        {}, {"REDIS_HOST": "cache.local", "REDIS_PORT": "6390", "REDIS_DB": "3",
-             "REDIS_PASSWORD": "p@ss/word"}
+        {},
+        {
+            "REDIS_HOST": "cache.local",
+            "REDIS_PORT": "6390",
+            "REDIS_DB": "3",
+            "REDIS_PASSWORD": "p@ss/word",
+        },
     )
     assert config.redis_url == "redis://:p%40ss%2Fword@cache.local:6390/3"
 
@@ -66,16 +75,40 @@ def test_redis_host_without_password():
     ("values", "message"),
     [
         ({"TICKSTOCK_MONITOR_ENABLED": "maybe"}, "TICKSTOCK_MONITOR_ENABLED must be a boolean"),
-        ({"TICKSTOCK_MONITOR_HEALTH_INTERVAL": 0}, "TICKSTOCK_MONITOR_HEALTH_INTERVAL must be greater than 0"),
-        ({"TICKSTOCK_MONITOR_HEALTH_INTERVAL": "soon"}, "TICKSTOCK_MONITOR_HEALTH_INTERVAL must be a number"),
+        (
+            {"TICKSTOCK_MONITOR_HEALTH_INTERVAL": 0},
+            "TICKSTOCK_MONITOR_HEALTH_INTERVAL must be greater than 0",
+        ),
+        (
+            {"TICKSTOCK_MONITOR_HEALTH_INTERVAL": "soon"},
+            "TICKSTOCK_MONITOR_HEALTH_INTERVAL must be a number",
+        ),
         ({"HEALTH_CHECK_INTERVAL": -5}, "HEALTH_CHECK_INTERVAL must be greater than 0"),
-        ({"TICKSTOCK_MONITOR_QUEUE_SIZE": 0}, "TICKSTOCK_MONITOR_QUEUE_SIZE must be greater than 0"),
-        ({"TICKSTOCK_MONITOR_REDIS_URL": "http://x"}, "TICKSTOCK_MONITOR_REDIS_URL: unsupported scheme 'http'"),
-        ({"TICKSTOCK_MONITOR_LOG_LEVEL": "LOUD"}, "TICKSTOCK_MONITOR_LOG_LEVEL must be a logging level"),
+        (
+            {"TICKSTOCK_MONITOR_QUEUE_SIZE": 0},
+            "TICKSTOCK_MONITOR_QUEUE_SIZE must be greater than 0",
+        ),
+        (
+            {"TICKSTOCK_MONITOR_REDIS_URL": "http://x"},
+            "TICKSTOCK_MONITOR_REDIS_URL: unsupported scheme 'http'",
+        ),
+        (
+            {"TICKSTOCK_MONITOR_LOG_LEVEL": "LOUD"},
+            "TICKSTOCK_MONITOR_LOG_LEVEL must be a logging level",
+        ),
         ({"TICKSTOCK_MONITOR_SOURCE": "  "}, "TICKSTOCK_MONITOR_SOURCE must be a non-empty string"),
-        ({"TICKSTOCK_MONITOR_IGNORE_LOGGERS": [1]}, "TICKSTOCK_MONITOR_IGNORE_LOGGERS must be a list"),
-        ({"TICKSTOCK_MONITOR_CAPTURE_5XX": True, "REDIS_PORT": "x", "REDIS_HOST": "h"}, "REDIS_PORT must be a number"),
-        ({"TICKSTOCK_MONITOR_THROTTLE_LIMIT": True}, "TICKSTOCK_MONITOR_THROTTLE_LIMIT must be a number"),
+        (
+            {"TICKSTOCK_MONITOR_IGNORE_LOGGERS": [1]},
+            "TICKSTOCK_MONITOR_IGNORE_LOGGERS must be a list",
+        ),
+        (
+            {"TICKSTOCK_MONITOR_CAPTURE_5XX": True, "REDIS_PORT": "x", "REDIS_HOST": "h"},
+            "REDIS_PORT must be a number",
+        ),
+        (
+            {"TICKSTOCK_MONITOR_THROTTLE_LIMIT": True},
+            "TICKSTOCK_MONITOR_THROTTLE_LIMIT must be a number",
+        ),
     ],
 )
 def test_bad_config_raises_at_init_app_naming_the_key(values, message):
@@ -91,8 +124,12 @@ def test_configuration_error_is_a_runtime_error():
 
 
 def test_log_level_by_name_and_list_from_comma_string():
-    config = config_of({"TICKSTOCK_MONITOR_LOG_LEVEL": "warning",
-                        "TICKSTOCK_MONITOR_IGNORE_LOGGERS": "noisy, chatty"})
+    config = config_of(
+        {
+            "TICKSTOCK_MONITOR_LOG_LEVEL": "warning",
+            "TICKSTOCK_MONITOR_IGNORE_LOGGERS": "noisy, chatty",
+        }
+    )
     assert config.log_level == logging.WARNING
     assert config.ignore_loggers[-2:] == ("noisy", "chatty")
     assert "flask_tickstock_monitor" in config.ignore_loggers

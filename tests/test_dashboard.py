@@ -29,11 +29,20 @@ def allow_header() -> bool:
 
 def heartbeat(instance_id: str, status: str = "healthy", **metrics: Any) -> dict[str, Any]:
     return {
-        "type": "health_check", "component": "market_data_service", "status": status,
-        "timestamp": time.time(), "metrics": metrics or {"symbols_tracked": 70},
-        "instance": {"id": instance_id, "host": "web-1", "pid": 4242, "boot_id": "b1",
-                     "uptime_s": 812.5},
-        "seq": int(time.time() * 10), "interval_s": 30,
+        "type": "health_check",
+        "component": "market_data_service",
+        "status": status,
+        "timestamp": time.time(),
+        "metrics": metrics or {"symbols_tracked": 70},
+        "instance": {
+            "id": instance_id,
+            "host": "web-1",
+            "pid": 4242,
+            "boot_id": "b1",
+            "uptime_s": 812.5,
+        },
+        "seq": int(time.time() * 10),
+        "interval_s": 30,
     }
 
 
@@ -53,8 +62,9 @@ def dashboard_app(redis_server) -> Iterator[Any]:
 
     def make(socketio: bool = True, **config: Any):
         app = Flask(f"dashboard_app{len(made)}")
-        app.config.update(TICKSTOCK_MONITOR_REDIS_URL=redis_server.url,
-                          TICKSTOCK_MONITOR_DASHBOARD=True, **config)
+        app.config.update(
+            TICKSTOCK_MONITOR_REDIS_URL=redis_server.url, TICKSTOCK_MONITOR_DASHBOARD=True, **config
+        )
         if socketio:
             SocketIO(app, async_mode="threading")
 
@@ -110,8 +120,11 @@ def test_auth_from_config_names_a_function(dashboard_app):
 )
 def test_bad_dashboard_config_names_the_key(make_app, tickstock_memory_url, key, value, message):
     with pytest.raises(ConfigurationError, match=message):
-        make_app(tickstock_memory_url, TICKSTOCK_MONITOR_DASHBOARD=True,
-                 **{f"TICKSTOCK_MONITOR_{key}": value})
+        make_app(
+            tickstock_memory_url,
+            TICKSTOCK_MONITOR_DASHBOARD=True,
+            **{f"TICKSTOCK_MONITOR_{key}": value},
+        )
 
 
 def test_json_view_has_instances_errors_and_invalidations(dashboard_app, redis_server):
@@ -124,15 +137,22 @@ def test_json_view_has_instances_errors_and_invalidations(dashboard_app, redis_s
     def view() -> dict[str, Any]:
         return json.loads(get(f"{url}/monitor/api/view")[1])
 
-    assert wait_for(lambda: (v := view())["instances"] and v["errors"]["recent"]
-                    and v["invalidations"])
+    assert wait_for(
+        lambda: (v := view())["instances"] and v["errors"]["recent"] and v["invalidations"]
+    )
     current = view()
     [instance] = current["instances"]
     assert (instance["id"], instance["state"], instance["metrics"]) == (
-        "worker-7", "healthy", {"symbols_tracked": 70})
+        "worker-7",
+        "healthy",
+        {"symbols_tracked": 70},
+    )
     [error] = current["errors"]["recent"]
     assert (error["message"], error["severity"], error["error_type"]) == (
-        f"RuntimeError: {HOSTILE}", "error", "RuntimeError")
+        f"RuntimeError: {HOSTILE}",
+        "error",
+        "RuntimeError",
+    )
     assert [i["keys"] for i in current["invalidations"]] == [["nasdaq100"]]
 
 
@@ -145,8 +165,13 @@ def browser() -> Iterator[Any]:
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield chromium
         chromium.close()
@@ -158,8 +183,9 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
     app, monitor, url = dashboard_app(socketio=socketio)
     client = redis_server.client()
     publish(client, heartbeat("worker-7", symbols_tracked=70), "tickstock:monitoring")
-    assert wait_for(lambda: app.extensions["tickstock_monitor"].planes["dashboard"]
-                    .subscriber.instances())
+    assert wait_for(
+        lambda: app.extensions["tickstock_monitor"].planes["dashboard"].subscriber.instances()
+    )
     page = browser.new_page()
     try:
         page.goto(f"{url}/monitor/")
@@ -176,8 +202,9 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
         assert page.evaluate("document.body.dataset.pwned") is None
         assert "RuntimeError" in page.locator("#errors li").first.inner_text()
 
-        publish(client, heartbeat("worker-7", "degraded", symbols_tracked=12),
-                "tickstock:monitoring")
+        publish(
+            client, heartbeat("worker-7", "degraded", symbols_tracked=12), "tickstock:monitoring"
+        )
         page.locator('tr[data-instance="worker-7"] .pill.degraded').wait_for(timeout=5000)
         assert "symbols_tracked: 12" in row.inner_text()
 
@@ -197,6 +224,7 @@ def test_example_app_serves_the_dashboard(tickstock_memory_url):
         assert client.get("/invalidate/nasdaq100").json["cached"] == ["sp500"]
         view = client.get("/monitor/api/view").json
         assert [(i["cache"], i["keys"], i["local"]) for i in view["invalidations"]] == [
-            ("relationship", ["nasdaq100"], True)]
+            ("relationship", ["nasdaq100"], True)
+        ]
     finally:
         monitor.shutdown(app=app)

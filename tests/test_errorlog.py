@@ -60,9 +60,7 @@ class SqliteLock:
 
     def __init__(self, url: str):
         Path(sqlite_path(url)).parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(
-            sqlite_path(url), isolation_level=None, check_same_thread=False
-        )
+        self.conn = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
         self.conn.execute("BEGIN EXCLUSIVE")
 
     def release(self) -> None:
@@ -122,7 +120,9 @@ def test_rows_have_the_event_values(database_url: str, make_app: MakeApp) -> Non
     assert two["traceback"] == events[second]["traceback"]
     assert two["traceback"].startswith("Traceback (most recent call last)")
     assert two["context"] == {
-        "error_type": "ZeroDivisionError", "origin": "explicit", "instance_id": instance_id,
+        "error_type": "ZeroDivisionError",
+        "origin": "explicit",
+        "instance_id": instance_id,
     }
     for row in rows:
         assert row["created_at"] is not None
@@ -176,9 +176,14 @@ def test_only_errors_at_or_above_the_minimum_severity(
 def test_the_same_error_id_is_stored_once(database_url: str, make_app: MakeApp) -> None:
     app, monitor = make_app("memory://errorlog-dupes", TICKSTOCK_MONITOR_DATABASE_URI=database_url)
     event = {
-        "type": "application_error", "error_id": "3f1c0000-0000-4000-8000-000000000001",
-        "source": "TickStockAppV2", "severity": "error", "component": "svc",
-        "message": "once", "timestamp": 1697385600.123, "context": {},
+        "type": "application_error",
+        "error_id": "3f1c0000-0000-4000-8000-000000000001",
+        "source": "TickStockAppV2",
+        "severity": "error",
+        "component": "svc",
+        "message": "once",
+        "timestamp": 1697385600.123,
+        "context": {},
     }
     errorlog = errorlog_of(app)
     for _ in range(2):  # in one batch, then again in a later one
@@ -214,13 +219,15 @@ def test_a_table_dropped_underneath_is_created_again(database_url: str, make_app
 def test_writes_into_a_table_tickstockappv2_created(postgres_url: str, make_app: MakeApp) -> None:
     engine = create_engine(postgres_url)
     with engine.begin() as conn:  # the columns of TickStockAppV2's error_logs, made by hand
-        conn.execute(text(
-            "CREATE TABLE error_logs (id SERIAL PRIMARY KEY,"
-            " error_id VARCHAR(255) UNIQUE NOT NULL, source VARCHAR(50) NOT NULL,"
-            " severity VARCHAR(20) NOT NULL, category VARCHAR(50), message TEXT NOT NULL,"
-            " component VARCHAR(100), traceback TEXT, context JSONB,"
-            " timestamp TIMESTAMPTZ NOT NULL, created_at TIMESTAMPTZ DEFAULT NOW())"
-        ))
+        conn.execute(
+            text(
+                "CREATE TABLE error_logs (id SERIAL PRIMARY KEY,"
+                " error_id VARCHAR(255) UNIQUE NOT NULL, source VARCHAR(50) NOT NULL,"
+                " severity VARCHAR(20) NOT NULL, category VARCHAR(50), message TEXT NOT NULL,"
+                " component VARCHAR(100), traceback TEXT, context JSONB,"
+                " timestamp TIMESTAMPTZ NOT NULL, created_at TIMESTAMPTZ DEFAULT NOW())"
+            )
+        )
     engine.dispose()
     app, monitor = make_app("memory://errorlog-v2", TICKSTOCK_MONITOR_DATABASE_URI=postgres_url)
     with app.app_context():
@@ -238,8 +245,10 @@ def test_errors_are_stored_while_redis_is_down(
 ) -> None:
     redis_server.kill()
     app, monitor = make_app(
-        redis_server.url, TICKSTOCK_MONITOR_DATABASE_URI=database_url,
-        PROPAGATE_EXCEPTIONS=False, **FAST,
+        redis_server.url,
+        TICKSTOCK_MONITOR_DATABASE_URI=database_url,
+        PROPAGATE_EXCEPTIONS=False,
+        **FAST,
     )
 
     @app.route("/fail")
@@ -298,7 +307,9 @@ def test_postgresql_down_then_back(postgres_url: str, make_app: MakeApp) -> None
     finally:
         proxy.close()
     assert [row["message"] for row in read_rows(postgres_url)] == [
-        "before the outage", "during the outage 1", "during the outage 2",
+        "before the outage",
+        "during the outage 1",
+        "during the outage 2",
     ]
     stats = errorlog.stats()
     assert (stats["written"], stats["buffered"], stats["dropped"]) == (3, 0, {})
@@ -320,7 +331,9 @@ def test_buffer_overflow_is_counted_exactly(tmp_path: Path, make_app: MakeApp) -
     assert all(ids)  # the Redis side queued them all: the overflow is the error log's alone
     stats = errorlog.stats()
     assert (stats["buffered"], stats["dropped"], stats["dropped_total"]) == (
-        3, {"buffer_full": 4}, 4,
+        3,
+        {"buffer_full": 4},
+        4,
     )
     lock.release()
     assert errorlog.flush(5.0)
@@ -334,13 +347,19 @@ def test_buffer_overflow_is_counted_exactly(tmp_path: Path, make_app: MakeApp) -
     ids=["flushed", "counted"],
 )
 def test_shutdown_flushes_what_waits_or_counts_it(
-    tmp_path: Path, make_app: MakeApp, flush_timeout: float, unlock_after: float | None,
-    stored: list[str], dropped: dict[str, int],
+    tmp_path: Path,
+    make_app: MakeApp,
+    flush_timeout: float,
+    unlock_after: float | None,
+    stored: list[str],
+    dropped: dict[str, int],
 ) -> None:
     url = f"sqlite:///{tmp_path}/errors.db"
     app, monitor = make_app(
-        "memory://errorlog-shutdown", TICKSTOCK_MONITOR_DATABASE_URI=url,
-        TICKSTOCK_MONITOR_EXIT_FLUSH_TIMEOUT=flush_timeout, **FAST,
+        "memory://errorlog-shutdown",
+        TICKSTOCK_MONITOR_DATABASE_URI=url,
+        TICKSTOCK_MONITOR_EXIT_FLUSH_TIMEOUT=flush_timeout,
+        **FAST,
     )
     errorlog = errorlog_of(app)
     lock = SqliteLock(url)
@@ -366,7 +385,10 @@ def run_script(source: str, *args: str) -> dict[str, Any]:
         env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(source), *args],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -384,20 +406,27 @@ APP_SCRIPT = """
 
 
 def test_errors_are_written_at_exit(database_url: str) -> None:
-    out = run_script(APP_SCRIPT + """
+    out = run_script(
+        APP_SCRIPT
+        + """
     with app.app_context():
         error_id = monitor.publish_error("raised just before exit")
     print(json.dumps({"error_id": error_id}))
-    """, database_url)
+    """,
+        database_url,
+    )
     assert [row["error_id"] for row in read_rows(database_url)] == [out["error_id"]]
 
 
 def test_works_under_eventlet(database_url: str) -> None:
-    out = run_script("""
+    out = run_script(
+        """
     import eventlet
     eventlet.monkey_patch()
     import warnings
-    """ + textwrap.dedent(APP_SCRIPT).replace("\n", "\n    ") + """
+    """
+        + textwrap.dedent(APP_SCRIPT).replace("\n", "\n    ")
+        + """
     ticks = []
     def ticker():  # runs only if the database I/O leaves the hub free
         while True:
@@ -409,7 +438,9 @@ def test_works_under_eventlet(database_url: str) -> None:
     errorlog = monitor.state(app).planes["errorlog"]
     print(json.dumps({"ids": ids, "flushed": errorlog.flush(10), "ticks": len(ticks),
                       "stats": errorlog.stats()}))
-    """, database_url)
+    """,
+        database_url,
+    )
     assert out["flushed"] is True
     assert out["ticks"] > 0
     assert out["stats"]["written"] == 3
@@ -440,7 +471,9 @@ def test_a_forked_child_writes_with_its_own_engine(database_url: str, make_app: 
         monitor.publish_error("parent after fork")
     assert errorlog.flush(5.0)
     assert [row["message"] for row in read_rows(database_url)] == [
-        "parent before fork", "child", "parent after fork",
+        "parent before fork",
+        "child",
+        "parent after fork",
     ]
 
 
@@ -471,22 +504,40 @@ def test_postgresql_urls_use_psycopg(make_app: MakeApp) -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"TICKSTOCK_MONITOR_DATABASE_URI": "not a url"},
-         "TICKSTOCK_MONITOR_DATABASE_URI is not a database URL: 'not a url'"),
-        ({"TICKSTOCK_MONITOR_DATABASE_URI": "mysql://localhost/db"},
-         "TICKSTOCK_MONITOR_DATABASE_URI must be a postgresql:// or sqlite:// URL, got 'mysql'"),
-        ({"TICKSTOCK_MONITOR_DATABASE_URI": "postgresql+nosuchdriver://localhost/db"},
-         "TICKSTOCK_MONITOR_DATABASE_URI: no driver for 'postgresql+nosuchdriver'"),
-        ({"TICKSTOCK_MONITOR_DATABASE_URI": "sqlite://",
-          "TICKSTOCK_MONITOR_DATABASE_MIN_SEVERITY": "fatal"},
-         "TICKSTOCK_MONITOR_DATABASE_MIN_SEVERITY must be one of warning, error, critical,"
-         " got 'fatal'"),
-        ({"TICKSTOCK_MONITOR_DATABASE_URI": "sqlite://",
-          "TICKSTOCK_MONITOR_DATABASE_BUFFER_SIZE": 0},
-         "TICKSTOCK_MONITOR_DATABASE_BUFFER_SIZE must be greater than 0, got 0"),
-        ({"TICKSTOCK_MONITOR_DATABASE_URI": "sqlite://",
-          "TICKSTOCK_MONITOR_DATABASE_BATCH_SIZE": "many"},
-         "TICKSTOCK_MONITOR_DATABASE_BATCH_SIZE must be a number, got 'many'"),
+        (
+            {"TICKSTOCK_MONITOR_DATABASE_URI": "not a url"},
+            "TICKSTOCK_MONITOR_DATABASE_URI is not a database URL: 'not a url'",
+        ),
+        (
+            {"TICKSTOCK_MONITOR_DATABASE_URI": "mysql://localhost/db"},
+            "TICKSTOCK_MONITOR_DATABASE_URI must be a postgresql:// or sqlite:// URL, got 'mysql'",
+        ),
+        (
+            {"TICKSTOCK_MONITOR_DATABASE_URI": "postgresql+nosuchdriver://localhost/db"},
+            "TICKSTOCK_MONITOR_DATABASE_URI: no driver for 'postgresql+nosuchdriver'",
+        ),
+        (
+            {
+                "TICKSTOCK_MONITOR_DATABASE_URI": "sqlite://",
+                "TICKSTOCK_MONITOR_DATABASE_MIN_SEVERITY": "fatal",
+            },
+            "TICKSTOCK_MONITOR_DATABASE_MIN_SEVERITY must be one of warning, error, critical,"
+            " got 'fatal'",
+        ),
+        (
+            {
+                "TICKSTOCK_MONITOR_DATABASE_URI": "sqlite://",
+                "TICKSTOCK_MONITOR_DATABASE_BUFFER_SIZE": 0,
+            },
+            "TICKSTOCK_MONITOR_DATABASE_BUFFER_SIZE must be greater than 0, got 0",
+        ),
+        (
+            {
+                "TICKSTOCK_MONITOR_DATABASE_URI": "sqlite://",
+                "TICKSTOCK_MONITOR_DATABASE_BATCH_SIZE": "many",
+            },
+            "TICKSTOCK_MONITOR_DATABASE_BATCH_SIZE must be a number, got 'many'",
+        ),
     ],
 )
 def test_bad_configuration_names_the_key(config: dict[str, Any], message: str) -> None:

@@ -27,14 +27,22 @@ def add_rows(url: str, *rows: tuple[str, str, str, timedelta, dict[str, Any] | N
     """Rows (error_id, severity, message, age, context) logged ``age`` ago."""
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(insert(error_logs), [
-            {
-                "error_id": error_id, "source": "TickStockAppV2", "severity": severity,
-                "message": message, "component": "svc", "context": context,
-                "timestamp": NOW - age, "created_at": NOW - age,
-            }
-            for error_id, severity, message, age, context in rows
-        ])
+        conn.execute(
+            insert(error_logs),
+            [
+                {
+                    "error_id": error_id,
+                    "source": "TickStockAppV2",
+                    "severity": severity,
+                    "message": message,
+                    "component": "svc",
+                    "context": context,
+                    "timestamp": NOW - age,
+                    "created_at": NOW - age,
+                }
+                for error_id, severity, message, age, context in rows
+            ],
+        )
     engine.dispose()
 
 
@@ -91,7 +99,8 @@ def test_errors_newest_first(filled: Flask) -> None:
 def test_errors_filters_and_limits(filled: Flask) -> None:
     result = invoke(filled, "errors", "--since", "5m", "--severity", "error")
     assert (result.exit_code, result.output) == (
-        0, f'{stamp(timedelta(minutes=2))}  error     svc: quote feed down  {{"symbol": "AAPL"}}\n'
+        0,
+        f'{stamp(timedelta(minutes=2))}  error     svc: quote feed down  {{"symbol": "AAPL"}}\n',
     )
     result = invoke(filled, "errors", "--severity", "critical", "--limit", "1")
     assert result.output == f"{stamp(timedelta(hours=3))}  critical  svc: database gone\n"
@@ -103,12 +112,22 @@ def test_errors_as_json(filled: Flask) -> None:
     result = invoke(filled, "errors", "--json", "--since", "2h")
     assert result.exit_code == 0
     assert [json.loads(line) for line in result.output.splitlines()] == [
-        {"error_id": "e1", "severity": "warning", "component": "svc",
-         "message": "disk almost full", "error_context": None,
-         "created_at": stamp(timedelta(minutes=1))},
-        {"error_id": "e2", "severity": "error", "component": "svc",
-         "message": "quote feed down", "error_context": {"symbol": "AAPL"},
-         "created_at": stamp(timedelta(minutes=2))},
+        {
+            "error_id": "e1",
+            "severity": "warning",
+            "component": "svc",
+            "message": "disk almost full",
+            "error_context": None,
+            "created_at": stamp(timedelta(minutes=1)),
+        },
+        {
+            "error_id": "e2",
+            "severity": "error",
+            "component": "svc",
+            "message": "quote feed down",
+            "error_context": {"symbol": "AAPL"},
+            "created_at": stamp(timedelta(minutes=2)),
+        },
     ]
     assert invoke(filled, "errors", "--json", "--since", "1s").output == ""
 
@@ -145,8 +164,7 @@ def test_not_configured(make_app: MakeApp) -> None:
         result = invoke(app, *command)
         assert (result.exit_code, result.output) == (
             1,
-            "Error: The durable error log is not configured:"
-            " set TICKSTOCK_MONITOR_DATABASE_URI.\n",
+            "Error: The durable error log is not configured: set TICKSTOCK_MONITOR_DATABASE_URI.\n",
         )
 
 

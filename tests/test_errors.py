@@ -10,7 +10,16 @@ from blinker import Namespace
 from flask import abort, jsonify
 
 CHANNEL = "tickstock:errors"
-REQUIRED = {"type", "error_id", "source", "severity", "component", "message", "timestamp", "context"}
+REQUIRED = {
+    "type",
+    "error_id",
+    "source",
+    "severity",
+    "component",
+    "message",
+    "timestamp",
+    "context",
+}
 
 
 @pytest.fixture
@@ -50,7 +59,7 @@ def test_unhandled_exception_publishes_the_contract(setup):
     assert event["message"] == "ZeroDivisionError: division by zero"
     assert event["error_type"] == "ZeroDivisionError"
     assert event["traceback"].startswith("Traceback (most recent call last):")
-    assert "return {\"price\": 100 / 0}" in event["traceback"]
+    assert 'return {"price": 100 / 0}' in event["traceback"]
     assert isinstance(event["timestamp"], float)
     # only the small snapshot: no query values, cookies, bodies or client IP
     assert event["context"] == {"endpoint": "quote", "method": "GET", "path": "/quote/AAPL"}
@@ -117,7 +126,7 @@ def test_error_swallowed_by_an_app_handler_is_published_with_its_exception(setup
     assert event["origin"] == "handled_5xx"
     assert event["error_type"] == "FeedError"
     assert event["message"] == "HTTP 502 BAD GATEWAY from feed: FeedError: no prices"
-    assert "raise FeedError(\"no prices\")" in event["traceback"]
+    assert 'raise FeedError("no prices")' in event["traceback"]
     assert event["context"]["status"] == 502
 
 
@@ -284,8 +293,11 @@ def test_track_signal_publishes_each_send(setup):
     assert event["severity"] == "warning"
     assert event["message"] == "signal calculation-failed"
     assert event["context"] == {
-        "universe_key": "nasdaq100", "symbol_count": 102, "password": "[scrubbed]",
-        "signal": "calculation-failed", "sender": app.name,
+        "universe_key": "nasdaq100",
+        "symbol_count": 102,
+        "password": "[scrubbed]",
+        "signal": "calculation-failed",
+        "sender": app.name,
     }
 
 
@@ -311,12 +323,18 @@ def test_capture_exception_and_publish_error(setup):
         except OSError:
             error_id = monitor.capture_exception(severity="critical", context={"symbol": "AAPL"})
         other_id = monitor.publish_error(
-            "Failed to calculate threshold bars", component="threshold_bar_service",
-            context={"universe_key": "nasdaq100", "symbol_count": 102}, category="performance",
+            "Failed to calculate threshold bars",
+            component="threshold_bar_service",
+            context={"universe_key": "nasdaq100", "symbol_count": 102},
+            category="performance",
         )
     assert monitor.flush(2.0, app=app)
     first, second = recorder.wait_count(CHANNEL, 2)
-    assert (first["error_id"], first["severity"], first["error_type"]) == (error_id, "critical", "OSError")
+    assert (first["error_id"], first["severity"], first["error_type"]) == (
+        error_id,
+        "critical",
+        "OSError",
+    )
     assert first["context"] == {"symbol": "AAPL"}
     assert second["error_id"] == other_id
     assert second["component"] == "threshold_bar_service"
@@ -346,15 +364,24 @@ def test_same_exception_is_published_once(setup):
 def test_secrets_are_scrubbed_recursively(setup):
     app, monitor, recorder = setup()
     with app.app_context():
-        monitor.publish_error("login failed", context={
-            "user": "bob", "password": "hunter2", "nested": {"api_key": "k", "items": [{"token": "t"}]},
-            "Authorization": "Bearer x", "session_id": "s", "card": {"credit_card": "4111"},
-        })
+        monitor.publish_error(
+            "login failed",
+            context={
+                "user": "bob",
+                "password": "hunter2",
+                "nested": {"api_key": "k", "items": [{"token": "t"}]},
+                "Authorization": "Bearer x",
+                "session_id": "s",
+                "card": {"credit_card": "4111"},
+            },
+        )
     context = only_event(app, monitor, recorder)["context"]
     assert context == {
-        "user": "bob", "password": "[scrubbed]",
+        "user": "bob",
+        "password": "[scrubbed]",
         "nested": {"api_key": "[scrubbed]", "items": [{"token": "[scrubbed]"}]},
-        "Authorization": "[scrubbed]", "session_id": "[scrubbed]",
+        "Authorization": "[scrubbed]",
+        "session_id": "[scrubbed]",
         "card": {"credit_card": "[scrubbed]"},
     }
 
@@ -369,9 +396,14 @@ def test_sizes_are_capped_not_dropped(setup):
         node["d"] = {}
         node = node["d"]
     with app.app_context():
-        monitor.publish_error("m" * 5000, context={
-            "blob": "x" * 100_000, "deep": deep, "many": list(range(500)),
-        })
+        monitor.publish_error(
+            "m" * 5000,
+            context={
+                "blob": "x" * 100_000,
+                "deep": deep,
+                "many": list(range(500)),
+            },
+        )
     event = only_event(app, monitor, recorder)
     assert len(event["message"]) == 100 and event["message"].endswith("[truncated]")
     context = event["context"]
@@ -382,7 +414,9 @@ def test_sizes_are_capped_not_dropped(setup):
 
 
 def test_error_storm_is_throttled_and_the_next_event_says_how_many(setup, monkeypatch):
-    app, monitor, recorder = setup(TICKSTOCK_MONITOR_THROTTLE_LIMIT=3, TICKSTOCK_MONITOR_THROTTLE_WINDOW=60)
+    app, monitor, recorder = setup(
+        TICKSTOCK_MONITOR_THROTTLE_LIMIT=3, TICKSTOCK_MONITOR_THROTTLE_WINDOW=60
+    )
 
     @app.route("/storm")
     def storm():

@@ -9,8 +9,13 @@ from example_app import create_app, monitor
 
 @pytest.fixture
 def demo(tickstock_memory_url):
-    app = create_app({"TICKSTOCK_MONITOR_REDIS_URL": tickstock_memory_url, "TESTING": True,
-                      "PROPAGATE_EXCEPTIONS": False})
+    app = create_app(
+        {
+            "TICKSTOCK_MONITOR_REDIS_URL": tickstock_memory_url,
+            "TESTING": True,
+            "PROPAGATE_EXCEPTIONS": False,
+        }
+    )
     yield app
     monitor.shutdown(app=app)
 
@@ -19,13 +24,21 @@ def demo(tickstock_memory_url):
     ("path", "status", "origin", "severity", "message"),
     [
         ("/fail/unhandled", 500, "unhandled", "error", "ZeroDivisionError: division by zero"),
-        ("/fail/handled", 500, "handled_5xx",  "error",
-         "HTTP 500 INTERNAL SERVER ERROR from handled: PricingError: quote feed returned no prices for AAPL"),
+        (
+            "/fail/handled",
+            500,
+            "handled_5xx",
+            "error",
+            "HTTP 500 INTERNAL SERVER ERROR from handled: PricingError:"
+            " quote feed returned no prices for AAPL",
+        ),
         ("/fail/log", 200, "logging", "error", "threshold bar calculation skipped for nasdaq100"),
         ("/fail/signal", 200, "signal", "warning", "signal calculation-failed"),
     ],
 )
-def test_each_failure_is_published_once(demo, tickstock_events, path, status, origin, severity, message):
+def test_each_failure_is_published_once(
+    demo, tickstock_events, path, status, origin, severity, message
+):
     assert demo.test_client().get(path).status_code == status
     assert monitor.flush(2.0, app=demo)
     (event,) = tickstock_events.wait_for_errors(1)

@@ -32,7 +32,9 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
 
     recorder = record_channels(redis_server.client(), MONITORING)
     app, _ = make_app(
-        redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+        redis_server.url,
+        monitor,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
         TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
         TICKSTOCK_MONITOR_INSTANCE_ID="web-1",
     )
@@ -42,8 +44,17 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
     first, second, third = beats[:3]
     assert [b["seq"] for b in beats[:3]] == [1, 2, 3]
     assert set(first) == {
-        "type", "component", "source", "status", "timestamp", "metrics", "instance", "seq",
-        "interval_s", "event_type", "health",
+        "type",
+        "component",
+        "source",
+        "status",
+        "timestamp",
+        "metrics",
+        "instance",
+        "seq",
+        "interval_s",
+        "event_type",
+        "health",
     }
     assert first["type"] == "health_check"
     assert first["event_type"] == "HEALTH_CHECK"
@@ -55,7 +66,10 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
     assert first["metrics"]["symbols_tracked"] == 70
     uptime = first["instance"]["uptime_s"]
     assert first["instance"] == {
-        "id": "web-1", "host": state.host, "pid": os.getpid(), "boot_id": state.boot_id,
+        "id": "web-1",
+        "host": state.host,
+        "pid": os.getpid(),
+        "boot_id": state.boot_id,
         "uptime_s": uptime,
     }
     assert 0 <= uptime < 5
@@ -77,7 +91,9 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
 
 def test_latest_beat_is_kept_in_redis_with_an_expiry(redis_server, make_app, monitor):
     app, _ = make_app(
-        redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+        redis_server.url,
+        monitor,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
         TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
         TICKSTOCK_MONITOR_INSTANCE_ID="web-1",
     )
@@ -109,8 +125,9 @@ def test_log_line_and_signal_per_beat(redis_server, make_app, monitor, caplog):
     lines = [r for r in caplog.records if r.getMessage().startswith("MONITORING: ")]
     assert lines and lines[-1].name == "flask_tickstock_monitor"
     assert lines[-1].levelno == logging.INFO
-    assert any(r.getMessage() == f"MONITORING: Health metrics published: {beat['metrics']}"
-               for r in lines)
+    assert any(
+        r.getMessage() == f"MONITORING: Health metrics published: {beat['metrics']}" for r in lines
+    )
 
 
 def test_status_change_publishes_at_once(redis_server, make_app, record_channels, monitor):
@@ -122,8 +139,11 @@ def test_status_change_publishes_at_once(redis_server, make_app, record_channels
 
     recorder = record_channels(redis_server.client(), MONITORING)
     make_app(
-        redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
-        TICKSTOCK_MONITOR_HEALTH_POLL=0.05, TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
+        redis_server.url,
+        monitor,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
+        TICKSTOCK_MONITOR_HEALTH_POLL=0.05,
+        TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
     )
     assert recorder.wait_count(MONITORING, 1)[0]["status"] == "healthy"
     status["value"] = "degraded"
@@ -148,7 +168,9 @@ def test_slow_check_is_degraded_and_not_started_twice(redis_server, make_app, mo
         return "healthy"
 
     app, _ = make_app(
-        redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
+        redis_server.url,
+        monitor,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
         TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT=0.1,
     )
     started = time.monotonic()
@@ -163,7 +185,8 @@ def test_slow_check_is_degraded_and_not_started_twice(redis_server, make_app, mo
     release.set()
     assert wait_for(lambda: monitor.publish_health(app=app)["status"] == "healthy")
     assert monitor.publish_health(app=app)["health"]["components"]["slow"] == {
-        "status": "healthy", "score": 100,
+        "status": "healthy",
+        "score": 100,
     }
 
 
@@ -184,10 +207,14 @@ def test_raising_and_invalid_checks_are_unhealthy(redis_server, make_app, monito
     beat = monitor.publish_health(app=app)
     components = beat["health"]["components"]
     assert components["database"] == {
-        "status": "unhealthy", "score": 0, "details": "RuntimeError: connection refused",
+        "status": "unhealthy",
+        "score": 0,
+        "details": "RuntimeError: connection refused",
     }
     assert components["queue"] == {
-        "status": "unhealthy", "score": 0, "details": "invalid check result 'ok'",
+        "status": "unhealthy",
+        "score": 0,
+        "details": "invalid check result 'ok'",
     }
     assert components["feed"] == {"status": "healthy", "score": 100, "lag_ms": 12}
     assert beat["status"] == "unhealthy"
@@ -230,7 +257,8 @@ def test_metric_provider_errors_are_reported_not_fatal(redis_server, make_app, m
         return None
 
     app, _ = make_app(
-        redis_server.url, monitor,
+        redis_server.url,
+        monitor,
         TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT=0.1,
     )
     try:
@@ -319,7 +347,9 @@ def test_health_endpoint(redis_server, make_app, monitor):
         return state["value"]
 
     app, _ = make_app(
-        redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_ENDPOINT="/health/monitor",
+        redis_server.url,
+        monitor,
+        TICKSTOCK_MONITOR_HEALTH_ENDPOINT="/health/monitor",
     )
     client = app.test_client()
     response = client.get("/health/monitor")
@@ -371,8 +401,12 @@ def test_check_timeout_falls_back_to_tickstock_env(redis_server, make_app, monke
 
 def test_forked_child_beats_and_master_stops(redis_server, make_app, record_channels, monitor):
     recorder = record_channels(redis_server.client(), MONITORING)
-    app, _ = make_app(redis_server.url, monitor, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
-                      TICKSTOCK_MONITOR_HEALTH_ENABLED=True)
+    app, _ = make_app(
+        redis_server.url,
+        monitor,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+        TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
+    )
     plane = monitor.state(app).planes["health"]
     assert recorder.wait_count(MONITORING, 1)
     pid = os.fork()
@@ -410,6 +444,9 @@ def test_heartbeat_under_eventlet(redis_server):
     """)
     result = subprocess.run(
         [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
-        capture_output=True, text=True, timeout=30, cwd=os.path.dirname(os.path.dirname(__file__)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert result.stdout.strip() == "True True", result.stderr

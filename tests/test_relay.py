@@ -129,8 +129,12 @@ def test_relationship_cache_gets_scope_as_cache_type(relay_app, redis_server):
     publish(client, invalidation(scope="etf"))
     publish(client, invalidation())
     assert wait_for(lambda: len(cache.calls) == 4)
-    assert cache.calls == [("universe", "nasdaq100"), ("universe", "sp500"), ("etf", None),
-                           (None, None)]
+    assert cache.calls == [
+        ("universe", "nasdaq100"),
+        ("universe", "sp500"),
+        ("etf", None),
+        (None, None),
+    ]
 
 
 def test_cache_control_reset_on_any_invalidation(relay_app, redis_server):
@@ -183,12 +187,17 @@ def test_register_cache_refuses_what_it_cannot_invalidate(relay_app):
 BAD_MESSAGES = [
     (b"\xff\xfe{}", "not_utf8"),
     (b"{not json", "bad_json"),
-    (b'{"type": "cache_invalidation", "cache": "relationship", "action": "clear",'
-     b' "timestamp": NaN}', "bad_json"),
+    (
+        b'{"type": "cache_invalidation", "cache": "relationship", "action": "clear",'
+        b' "timestamp": NaN}',
+        "bad_json",
+    ),
     (b"[1, 2]", "not_object"),
     (b"[" * 50_000 + b"]" * 50_000, "too_large"),
-    (json.dumps({"type": "cache_invalidation", "action": "clear", "timestamp": 1.0}),
-     "missing_field"),
+    (
+        json.dumps({"type": "cache_invalidation", "action": "clear", "timestamp": 1.0}),
+        "missing_field",
+    ),
     (json.dumps(invalidation(keys="nasdaq100")), "bad_type"),
     (json.dumps(invalidation(keys=[1, 2])), "bad_type"),
     (json.dumps(invalidation(keys=[])), "bad_value"),
@@ -204,7 +213,8 @@ BAD_MESSAGES = [
 @pytest.mark.parametrize(("raw", "reason"), BAD_MESSAGES)
 def test_bad_messages_are_rejected_by_reason(redis_server, make_app, caplog, raw, reason):
     app, monitor = make_app(
-        redis_server.url, TICKSTOCK_MONITOR_RELAY_MAX_KEYS=10,
+        redis_server.url,
+        TICKSTOCK_MONITOR_RELAY_MAX_KEYS=10,
         TICKSTOCK_MONITOR_RELAY_MAX_MESSAGE_BYTES=65_536,
     )
     cache = {"a": 1, "nasdaq100": 2}
@@ -244,17 +254,25 @@ def test_own_invalidation_applied_once(relay_app, redis_server, record_channels)
         got.append(kwargs)
 
     with signals.cache_invalidated.connected_to(receiver, app):
-        invalidation_id = monitor.invalidate("relationship", ["nasdaq100"], scope="universe",
-                                             app=app)
+        invalidation_id = monitor.invalidate(
+            "relationship", ["nasdaq100"], scope="universe", app=app
+        )
         assert len(calls) == 1  # applied at once, on the caller's thread
         published = recorder.wait_count(CHANNEL, 1)
         assert wait_for(lambda: monitor.stats(app)["relay"]["own_skipped"] == 1)
     state = app.extensions["tickstock_monitor"]
-    assert published == [{
-        "type": "cache_invalidation", "cache": "relationship", "action": "invalidate",
-        "keys": ["nasdaq100"], "scope": "universe", "timestamp": published[0]["timestamp"],
-        "invalidation_id": invalidation_id, "origin": state.instance_id,
-    }]
+    assert published == [
+        {
+            "type": "cache_invalidation",
+            "cache": "relationship",
+            "action": "invalidate",
+            "keys": ["nasdaq100"],
+            "scope": "universe",
+            "timestamp": published[0]["timestamp"],
+            "invalidation_id": invalidation_id,
+            "origin": state.instance_id,
+        }
+    ]
     assert calls == published
     assert [g["local"] for g in got] == [True]
     # The same origin with an id this process never sent (a restarted process that configured
@@ -372,8 +390,9 @@ def test_reconnect_gap_clearing_can_be_turned_off(redis_server, make_app):
     monitor.register_cache("relationship", cache, app=app)
     assert relay.wait_connected()
     redis_server.restart()
-    assert wait_for(lambda: relay.stats()["reconnects"] == 1 and relay.stats()["connected"],
-                    timeout=10)
+    assert wait_for(
+        lambda: relay.stats()["reconnects"] == 1 and relay.stats()["connected"], timeout=10
+    )
     sentinel(redis_server.client(), app)
     assert cache == {"a": 1} and relay.gap_clears == 0
 

@@ -143,8 +143,12 @@ def test_each_browser_gets_each_event_once_with_two_workers(
 
     publish(redis_server.client(), invalidation(keys=["a"]))
     monitor_b.invalidate("relationship", ["b"], app=app_b)  # applied on b, heard by a
-    assert wait_for(lambda: len(on_a.received("cache_invalidated")) >= 2
-                    and len(on_b.received("cache_invalidated")) >= 2)
+    assert wait_for(
+        lambda: (
+            len(on_a.received("cache_invalidated")) >= 2
+            and len(on_b.received("cache_invalidated")) >= 2
+        )
+    )
     time.sleep(0.5)  # a duplicate through the queue would arrive within this
     for browser in (on_a, on_b):
         got = browser.received("cache_invalidated")
@@ -155,11 +159,21 @@ def test_health_and_errors_relayed_to_monitor_namespace(socket_apps, browsers, r
     app, monitor, sio, url = socket_apps()
     browser = browsers(url, [MONITOR_NS])
     client = redis_server.client()
-    health = {"type": "health_check", "component": "svc", "status": "healthy",
-              "timestamp": time.time(), "metrics": {"symbols_tracked": 70}}
-    error = {"type": "application_error", "error_id": "e1", "source": "TickStockAppV2",
-             "severity": "error", "message": "<img src=x onerror=alert(1)>",
-             "timestamp": time.time()}
+    health = {
+        "type": "health_check",
+        "component": "svc",
+        "status": "healthy",
+        "timestamp": time.time(),
+        "metrics": {"symbols_tracked": 70},
+    }
+    error = {
+        "type": "application_error",
+        "error_id": "e1",
+        "source": "TickStockAppV2",
+        "severity": "error",
+        "message": "<img src=x onerror=alert(1)>",
+        "timestamp": time.time(),
+    }
     publish(client, health, "tickstock:monitoring")
     publish(client, {"type": "health_check"}, "tickstock:monitoring")  # rejected
     publish(client, error, "tickstock:errors")
@@ -196,8 +210,11 @@ def test_without_socketio_nothing_is_emitted(make_app, redis_server):
     publish(redis_server.client(), invalidation(keys=["a"]))
     assert wait_for(lambda: relay.applied == 1)
     assert relay.stats()["socketio"] == {
-        "attached": False, "namespace": "/", "monitor_namespace": MONITOR_NS,
-        "emitted": 0, "failed": 0,
+        "attached": False,
+        "namespace": "/",
+        "monitor_namespace": MONITOR_NS,
+        "emitted": 0,
+        "failed": 0,
     }
     # only the invalidation channel is subscribed without Socket.IO
     assert redis_server.client().pubsub_numsub("tickstock:errors") == [(b"tickstock:errors", 0)]

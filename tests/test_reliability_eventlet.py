@@ -38,9 +38,19 @@ SERVE = textwrap.dedent("""
 @pytest.fixture
 def eventlet_app(redis_server, tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", SERVE, redis_server.url,
-         f"sqlite:///{tmp_path}/errors.db"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-W",
+            "ignore::DeprecationWarning",
+            "-c",
+            SERVE,
+            redis_server.url,
+            f"sqlite:///{tmp_path}/errors.db",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     port = int(proc.stdout.readline())
     yield proc, f"http://127.0.0.1:{port}"
@@ -64,8 +74,13 @@ def get(url: str) -> tuple[int, bytes, float]:
 def test_example_app_under_eventlet(eventlet_app, redis_server, record_channels):
     proc, base = eventlet_app
     recorder = record_channels(redis_server.client(), ERRORS, MONITORING)
-    paths = {"/fail/unhandled": 500, "/fail/handled": 500, "/fail/log": 200,
-             "/fail/signal": 200, "/fail/abort": 503}
+    paths = {
+        "/fail/unhandled": 500,
+        "/fail/handled": 500,
+        "/fail/log": 200,
+        "/fail/signal": 200,
+        "/fail/abort": 503,
+    }
     assert {path: get(base + path)[0] for path in paths} == paths
     errors = recorder.wait_count(ERRORS, 5)
     assert sorted(e["origin"] for e in errors) == sorted(
@@ -84,11 +99,21 @@ def test_example_app_under_eventlet(eventlet_app, redis_server, record_channels)
         return json.loads(get(base + "/invalidate/none")[1])["cached"]  # "none" is not cached
 
     assert cached() == ["nasdaq100", "sp500"]
-    redis_server.client().publish("tickstock:cache:invalidation", json.dumps({
-        "type": "cache_invalidation", "cache": "relationship", "action": "invalidate",
-        "keys": ["sp500"], "scope": "universe", "timestamp": time.time(),
-        "invalidation_id": "from-elsewhere", "origin": "another-host:1",
-    }))
+    redis_server.client().publish(
+        "tickstock:cache:invalidation",
+        json.dumps(
+            {
+                "type": "cache_invalidation",
+                "cache": "relationship",
+                "action": "invalidate",
+                "keys": ["sp500"],
+                "scope": "universe",
+                "timestamp": time.time(),
+                "invalidation_id": "from-elsewhere",
+                "origin": "another-host:1",
+            }
+        ),
+    )
     deadline = time.monotonic() + 5
     while cached() != ["nasdaq100"] and time.monotonic() < deadline:
         time.sleep(0.02)

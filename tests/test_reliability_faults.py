@@ -66,24 +66,29 @@ atexit.register(lambda: print(json.dumps({"exit_flush_s": time.monotonic() - END
 """
 
 
-def run_exiting_app(url: str, body: str, *, eventlet: bool = False, timeout: float = 20,
-                    **config: object) -> dict:
-    script = "\n".join([
-        "import eventlet; eventlet.monkey_patch()" if eventlet else "",
-        "import json",
-        PRELUDE,
-        "from flask import Flask",
-        "from flask_tickstock_monitor import TickStockMonitor",
-        'app = Flask("exiting")',
-        f"app.config.update({{'TICKSTOCK_MONITOR_REDIS_URL': {url!r}, **{config!r}}})",
-        "monitor = TickStockMonitor(app)",
-        textwrap.dedent(body),
-        "END.append(time.monotonic())",
-    ])
+def run_exiting_app(
+    url: str, body: str, *, eventlet: bool = False, timeout: float = 20, **config: object
+) -> dict:
+    script = "\n".join(
+        [
+            "import eventlet; eventlet.monkey_patch()" if eventlet else "",
+            "import json",
+            PRELUDE,
+            "from flask import Flask",
+            "from flask_tickstock_monitor import TickStockMonitor",
+            'app = Flask("exiting")',
+            f"app.config.update({{'TICKSTOCK_MONITOR_REDIS_URL': {url!r}, **{config!r}}})",
+            "monitor = TickStockMonitor(app)",
+            textwrap.dedent(body),
+            "END.append(time.monotonic())",
+        ]
+    )
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -101,8 +106,9 @@ with app.app_context():
 @pytest.mark.parametrize("eventlet", [False, True], ids=["threads", "eventlet"])
 def test_queued_events_are_flushed_at_exit(redis_server, record_channels, eventlet):
     recorder = record_channels(redis_server.client(), CHANNEL)
-    out = run_exiting_app(redis_server.url, PUBLISH_500, eventlet=eventlet,
-                          TICKSTOCK_MONITOR_THROTTLE_LIMIT=0)
+    out = run_exiting_app(
+        redis_server.url, PUBLISH_500, eventlet=eventlet, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0
+    )
     assert out["exit_flush_s"] < 2.0
     events = recorder.wait_count(CHANNEL, 500)
     assert sorted(e["message"] for e in events) == sorted(f"exit {i}" for i in range(500))
@@ -114,8 +120,11 @@ def test_exit_with_redis_hung_and_the_error_log(redis_server, tmp_path, eventlet
     redis_server.pause()
     try:
         out = run_exiting_app(
-            redis_server.url, PUBLISH_500.replace("500", "50"), eventlet=eventlet,
-            TICKSTOCK_MONITOR_THROTTLE_LIMIT=0, TICKSTOCK_MONITOR_DATABASE_URI=f"sqlite:///{db}",
+            redis_server.url,
+            PUBLISH_500.replace("500", "50"),
+            eventlet=eventlet,
+            TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
+            TICKSTOCK_MONITOR_DATABASE_URI=f"sqlite:///{db}",
         )
     finally:
         redis_server.resume()
@@ -129,6 +138,10 @@ def test_exit_with_redis_hung_and_the_error_log(redis_server, tmp_path, eventlet
 
 @pytest.mark.parametrize("eventlet", [False, True], ids=["threads", "eventlet"])
 def test_exit_with_redis_refusing_connections_is_quick(eventlet):
-    out = run_exiting_app(f"redis://127.0.0.1:{free_port()}/0", PUBLISH_500, eventlet=eventlet,
-                          TICKSTOCK_MONITOR_THROTTLE_LIMIT=0)
+    out = run_exiting_app(
+        f"redis://127.0.0.1:{free_port()}/0",
+        PUBLISH_500,
+        eventlet=eventlet,
+        TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
+    )
     assert out["exit_flush_s"] < 2.6

@@ -155,8 +155,13 @@ PEER = textwrap.dedent("""
 def peers(url: str, logger: str, mode: str, *names: str) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
     procs = [
-        subprocess.Popen([sys.executable, "-c", PEER, url, name, logger, mode],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", PEER, url, name, logger, mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for name in names
     ]
     for proc in procs:

@@ -33,8 +33,11 @@ def beats_by_instance(recorder) -> dict[str, list[dict]]:
 
 def test_forked_child_heartbeats_as_a_new_instance(redis_server, make_app, record_channels):
     recorder = record_channels(redis_server.client(), MONITORING, ERRORS)
-    app, monitor = make_app(redis_server.url, TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
-                            TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2)
+    app, monitor = make_app(
+        redis_server.url,
+        TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+    )
     parent = monitor.state(app)
     assert recorder.wait(lambda r: beats_by_instance(r).get(parent.instance_id))
     pid = os.fork()
@@ -87,13 +90,33 @@ WSGI = textwrap.dedent("""
 def gunicorn(redis_server, tmp_path):
     (tmp_path / "wsgiapp.py").write_text(WSGI)
     port = free_port()
-    env = {**os.environ, "TEST_REDIS_URL": redis_server.url,
-           "PYTHONPATH": os.pathsep.join([ROOT, str(tmp_path)])}
+    env = {
+        **os.environ,
+        "TEST_REDIS_URL": redis_server.url,
+        "PYTHONPATH": os.pathsep.join([ROOT, str(tmp_path)]),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "4", "--preload", "-b", f"127.0.0.1:{port}",
-         "--graceful-timeout", "2", "--log-level", "warning",
-         "--error-logfile", str(tmp_path / "gunicorn.log"), "wsgiapp:app"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "4",
+            "--preload",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "2",
+            "--log-level",
+            "warning",
+            "--error-logfile",
+            str(tmp_path / "gunicorn.log"),
+            "wsgiapp:app",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     proc.log = tmp_path / "gunicorn.log"  # type: ignore[attr-defined]
     proc.port = port  # type: ignore[attr-defined]

@@ -27,9 +27,16 @@ ERRORS, MONITORING = "tickstock:errors", "tickstock:monitoring"
 
 def fuzz_settings(examples: int) -> settings:
     return settings(
-        max_examples=examples, deadline=None, derandomize=True, database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                               HealthCheck.function_scoped_fixture, HealthCheck.large_base_example],
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.large_base_example,
+        ],
     )
 
 
@@ -37,23 +44,43 @@ def fuzz_settings(examples: int) -> settings:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
     max_leaves=20,
 )
-anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
-                     st.lists(st.text(max_size=8), max_size=3), st.dictionaries(
-                         st.text(max_size=5), st.integers(), max_size=2))
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
+    st.lists(st.text(max_size=8), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
 cache_names = st.sampled_from([*CACHES, "*", "unknown", "", "x" * 201, "Relationship"])
 
 
 @st.composite
 def near_invalidations(draw) -> dict:
     """Valid invalidations with fields changed, dropped or of the wrong type."""
-    message = invalidation(draw(cache_names), keys=draw(st.none() | st.lists(
-        st.sampled_from([*CONTENT, "missing"]) | st.text(max_size=5), max_size=4)))
-    for field in ("type", "cache", "action", "keys", "timestamp", "scope", "origin",
-                  "invalidation_id"):
+    message = invalidation(
+        draw(cache_names),
+        keys=draw(
+            st.none()
+            | st.lists(st.sampled_from([*CONTENT, "missing"]) | st.text(max_size=5), max_size=4)
+        ),
+    )
+    for field in (
+        "type",
+        "cache",
+        "action",
+        "keys",
+        "timestamp",
+        "scope",
+        "origin",
+        "invalidation_id",
+    ):
         choice = draw(st.integers(0, 9))
         if choice == 0:
             message.pop(field, None)
@@ -88,12 +115,17 @@ def expected_verdict(message: object, max_keys: int = 10_000) -> str | None:
         return "invalid"
     if action not in ("invalidate", "clear"):
         return "invalid"
-    if (not isinstance(stamp, (int, float)) or isinstance(stamp, bool) or not math.isfinite(stamp)
-            or stamp < 0):
+    if (
+        not isinstance(stamp, (int, float))
+        or isinstance(stamp, bool)
+        or not math.isfinite(stamp)
+        or stamp < 0
+    ):
         return "invalid"
     keys = message.get("keys")
-    if action == "invalidate" and (not isinstance(keys, list) or not keys
-                                   or not all(isinstance(k, str) for k in keys)):
+    if action == "invalidate" and (
+        not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys)
+    ):
         return "invalid"
     if action == "clear" and keys is not None:
         return "invalid"
@@ -170,19 +202,33 @@ def test_fuzz_relay_handler(relay_setup):
     case()
     stats = relay.stats()
     assert stats["applied"] > 100 and stats["rejected_total"] > 1000  # both sides were explored
-    assert {"not_utf8", "bad_json", "not_object", "bad_value", "bad_type", "missing_field",
-            "unknown_cache"} <= set(stats["rejected"])
+    assert {
+        "not_utf8",
+        "bad_json",
+        "not_object",
+        "bad_value",
+        "bad_type",
+        "missing_field",
+        "unknown_cache",
+    } <= set(stats["rejected"])
     assert_listener_alive(app, monitor, relay, caches)
 
 
 def test_hostile_payloads_on_the_relay(relay_setup):
     app, monitor, relay, caches = relay_setup
-    ten_mb_valid_json = json.dumps({**invalidation("relationship", ["a"]),
-                                    "pad": "x" * 10_000_000}).encode()
+    ten_mb_valid_json = json.dumps(
+        {**invalidation("relationship", ["a"]), "pad": "x" * 10_000_000}
+    ).encode()
     hostile = [
-        b"[" * 100_000, b"{\"a\":" * 100_000, b"[" * 100_000 + b"]" * 100_000,
-        ten_mb_valid_json, b"\x00" * 10_000_000, b"\xff\xfe" * 5_000_000,
-        b"NaN", b'{"type": "cache_invalidation", "timestamp": NaN}', b"\xc3\x28",
+        b"[" * 100_000,
+        b'{"a":' * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        ten_mb_valid_json,
+        b"\x00" * 10_000_000,
+        b"\xff\xfe" * 5_000_000,
+        b"NaN",
+        b'{"type": "cache_invalidation", "timestamp": NaN}',
+        b"\xc3\x28",
         json.dumps({**invalidation("relationship", ["nasdaq100"]), "timestamp": 1e999}).encode(),
         json.dumps(invalidation("relationship", [["nested"]])).encode(),
         json.dumps(invalidation("relationship", ["k"] * 20_000)).encode(),
@@ -216,18 +262,25 @@ def test_fuzz_relay_end_to_end_through_redis(relay_setup, redis_server, count):
         sent.append(data)
 
     case()
-    sent += [b"[" * 100_000, b"\xff" * 10_000_000,
-             json.dumps({**invalidation("symbols", ["sp500"]), "pad": "x" * 10_000_000}).encode()]
+    sent += [
+        b"[" * 100_000,
+        b"\xff" * 10_000_000,
+        json.dumps({**invalidation("symbols", ["sp500"]), "pad": "x" * 10_000_000}).encode(),
+    ]
     received = relay.stats()["received"]
     for data in sent:
         publish(client, data)
-    assert wait_for(lambda: relay.stats()["received"] == received + len(sent)
-                    and relay.stats()["queued"] == 0, timeout=20)
+    assert wait_for(
+        lambda: relay.stats()["received"] == received + len(sent) and relay.stats()["queued"] == 0,
+        timeout=20,
+    )
     assert wait_for(lambda: counted(relay) == len(sent), timeout=10)
     # what could have touched a cache did only what a valid message asks: the dicts now hold
     # the content minus every key some valid message removed (or nothing, after a valid clear)
-    verdicts = [expected_verdict(_loads(data)) if len(data) <= relay.max_bytes else "too_large"
-                for data in sent]
+    verdicts = [
+        expected_verdict(_loads(data)) if len(data) <= relay.max_bytes else "too_large"
+        for data in sent
+    ]
     assert relay.stats()["applied"] == verdicts.count(None)
     assert_listener_alive(app, monitor, relay, caches)
 
@@ -242,10 +295,25 @@ def _loads(data: bytes) -> object:
 # --- the dashboard's subscriber ----------------------------------------------------------------
 
 
-BEAT = {"type": "health_check", "component": "c", "status": "healthy", "timestamp": 1.0e9,
-        "metrics": {}, "instance": {"id": "i", "boot_id": "b"}, "seq": 1, "interval_s": 30}
-ERROR = {"type": "application_error", "error_id": "e", "source": "s", "severity": "error",
-         "message": "m", "timestamp": 1.0e9, "context": {}}
+BEAT = {
+    "type": "health_check",
+    "component": "c",
+    "status": "healthy",
+    "timestamp": 1.0e9,
+    "metrics": {},
+    "instance": {"id": "i", "boot_id": "b"},
+    "seq": 1,
+    "interval_s": 30,
+}
+ERROR = {
+    "type": "application_error",
+    "error_id": "e",
+    "source": "s",
+    "severity": "error",
+    "message": "m",
+    "timestamp": 1.0e9,
+    "context": {},
+}
 
 
 @st.composite
@@ -276,8 +344,12 @@ def test_fuzz_subscriber_handlers():
 
     def total() -> int:
         stats = subscriber.stats()
-        return (stats["rejected_total"] + stats["ignored"] + stats["health_received"]
-                + stats["errors_received"])
+        return (
+            stats["rejected_total"]
+            + stats["ignored"]
+            + stats["health_received"]
+            + stats["errors_received"]
+        )
 
     @fuzz_settings(3_000)
     @given(st.sampled_from([MONITORING, ERRORS]), monitoring_payloads)

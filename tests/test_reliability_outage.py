@@ -32,8 +32,10 @@ def wait_for(predicate, timeout: float = 10.0, step: float = 0.01) -> float | No
 def outage_app(redis_server, make_app):
     def make(interval: float, **config):
         app, monitor = make_app(
-            redis_server.url, TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
-            TICKSTOCK_MONITOR_HEALTH_INTERVAL=interval, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
+            redis_server.url,
+            TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
+            TICKSTOCK_MONITOR_HEALTH_INTERVAL=interval,
+            TICKSTOCK_MONITOR_THROTTLE_LIMIT=0,
             **config,
         )
 
@@ -55,8 +57,9 @@ def dashboard(redis_server):
     subscribers = []
 
     def make(probe_interval: float) -> MonitoringSubscriber:
-        subscriber = MonitoringSubscriber(redis_server.url, probe_interval=probe_interval,
-                                          socket_timeout=0.5)
+        subscriber = MonitoringSubscriber(
+            redis_server.url, probe_interval=probe_interval, socket_timeout=0.5
+        )
         subscriber.subscription.breaker.cap = 0.5  # a dashboard retries often
         subscriber.start()
         assert subscriber.wait_connected(5)
@@ -115,14 +118,25 @@ def test_redis_killed_and_restarted(redis_server, outage_app, dashboard, record_
     assert wait_for(lambda: cache == {}, timeout=2) is not None
     assert relay.stats()["gap_clears"] == 1
     cache["AAPL"] = [3]
-    redis_server.client().publish("tickstock:cache:invalidation", json.dumps({
-        "type": "cache_invalidation", "cache": "relationship", "action": "invalidate",
-        "keys": ["AAPL"], "timestamp": time.time(),
-    }))
+    redis_server.client().publish(
+        "tickstock:cache:invalidation",
+        json.dumps(
+            {
+                "type": "cache_invalidation",
+                "cache": "relationship",
+                "action": "invalidate",
+                "keys": ["AAPL"],
+                "timestamp": time.time(),
+            }
+        ),
+    )
     assert wait_for(lambda: cache == {}, timeout=2) is not None  # and it applies again
-    assert wait_for(lambda: any(
-        b["instance"]["id"] == state.instance_id for b in recorder.on(MONITORING)
-    )) is not None
+    assert (
+        wait_for(
+            lambda: any(b["instance"]["id"] == state.instance_id for b in recorder.on(MONITORING))
+        )
+        is not None
+    )
     beat_back = time.monotonic() - back
     with app.app_context():
         monitor.publish_error("Redis is back")
@@ -143,9 +157,11 @@ def test_redis_killed_and_restarted(redis_server, outage_app, dashboard, record_
     # every error and beat is accounted for: published, or counted as failed
     assert stats["published"] + stats["dropped_total"] == produced(monitor, app, 5 + 20 + 2)
     assert set(stats["dropped"]) <= {"publish_failed"}
-    print(f"outage: relay resubscribed in {relay_back:.2f}s, beat back in {beat_back:.2f}s, "
-          f"subscriber in {subscriber_back:.2f}s, "
-          f"error published {error_back:.2f}s after restart; slowest request {max(down):.4f}s")
+    print(
+        f"outage: relay resubscribed in {relay_back:.2f}s, beat back in {beat_back:.2f}s, "
+        f"subscriber in {subscriber_back:.2f}s, "
+        f"error published {error_back:.2f}s after restart; slowest request {max(down):.4f}s"
+    )
 
 
 @pytest.mark.slow
@@ -193,7 +209,9 @@ def test_redis_paused_is_detected_within_two_intervals(redis_server, outage_app,
     assert stats["dropped"].get("publish_failed", 0) > 0  # the loss is counted…
     assert stats["published"] + stats["dropped_total"] == produced(monitor, app, 20 + len(during))
     assert wait_for(lambda: subscriber.stats()["connected"], timeout=5) is not None
-    print(f"paused: detected by the subscriber in {detected['subscriber']:.2f}s, by the app's "
-          f"health check in {detected['app']:.2f}s; {len(during)} requests, p50 "
-          f"{p50_during * 1e3:.2f} ms (before {p50_before * 1e3:.2f} ms), "
-          f"p99 {p99_during * 1e3:.2f} ms, max {max(during) * 1e3:.1f} ms")
+    print(
+        f"paused: detected by the subscriber in {detected['subscriber']:.2f}s, by the app's "
+        f"health check in {detected['app']:.2f}s; {len(during)} requests, p50 "
+        f"{p50_during * 1e3:.2f} ms (before {p50_before * 1e3:.2f} ms), "
+        f"p99 {p99_during * 1e3:.2f} ms, max {max(during) * 1e3:.1f} ms"
+    )

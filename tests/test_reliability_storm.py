@@ -19,8 +19,9 @@ def test_a_million_raises_and_100k_requests(redis_server):
         "import json; from bench import storm; "
         f"print(json.dumps(storm.run(1_000_000, 100_000, {redis_server.url!r})))"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                            text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     print(figures)
@@ -32,8 +33,10 @@ def test_a_million_raises_and_100k_requests(redis_server):
     assert published + throttled == 1_000_000 == figures["raise_accounted"]
     # what the events reported as suppressed, plus what the open windows still hold, is
     # exactly what was throttled (the warm-up's suppressed ones are reported by the storm)
-    assert (figures["raise_reported_suppressed"] + figures["raise_outstanding_suppressed"]
-            == throttled + figures["warmup_throttled"])
+    assert (
+        figures["raise_reported_suppressed"] + figures["raise_outstanding_suppressed"]
+        == throttled + figures["warmup_throttled"]
+    )
     # without the throttle every erroring request was published: nothing queued or lost
     assert figures["request_published"] == 100_000
     assert figures["request_dropped"] == {}

@@ -45,7 +45,8 @@ class Listener:
     def __init__(self, url: str, *channels: str):
         self.messages: list[tuple[str, Any]] = []
         self.subscription = Subscription(
-            lambda: connect(url), channels,
+            lambda: connect(url),
+            channels,
             lambda channel, data: self.messages.append((channel, json.loads(data))),
         ).start()
         assert self.subscription.wait_connected(10)
@@ -73,8 +74,11 @@ def when_subscribed(url: str, channel: str, count: int, action: Callable[[], Any
     client = connect(url)
 
     def run() -> None:
-        wait_for(lambda: subscriber_counts(client, [channel])[channel] >= count, 10,
-                 f"{count} subscribers of {channel}")
+        wait_for(
+            lambda: subscriber_counts(client, [channel])[channel] >= count,
+            10,
+            f"{count} subscribers of {channel}",
+        )
         action()
 
     thread = threading.Thread(target=run, daemon=True)

@@ -112,7 +112,10 @@ def assert_planes_flow(
     wait_for(lambda: watcher.subscriber.errors_received, 10, "the error event")
     [error] = watcher.subscriber.error_rate()["recent"]
     assert (error["error_id"], error["message"], error["context"]) == (
-        error_id, "across the topology", {"n": 1})
+        error_id,
+        "across the topology",
+        {"n": 1},
+    )
 
     # from another service: a plain publish on the invalidation channel
     message = invalidation("relationship", ["k1"])
@@ -123,8 +126,10 @@ def assert_planes_flow(
     assert "k2" not in cache_a  # applied locally at once
     wait_for(lambda: "k2" not in cache_b, 10, "k2 gone from the other app's cache")
     took = sorted(invalidation_ms(monitor_a, app_a, cache_b, f"t{n}") for n in range(20))
-    print(f"\n{label}: invalidate() in one app → key gone in the other: p50 {took[10]:.1f} ms,"
-          f" max {took[-1]:.1f} ms (20 rounds)")
+    print(
+        f"\n{label}: invalidate() in one app → key gone in the other: p50 {took[10]:.1f} ms,"
+        f" max {took[-1]:.1f} ms (20 rounds)"
+    )
     assert cache_a == cache_b == {"k3": 3}
     assert relay_of(app_b).stats()["rejected_total"] == 0
 
@@ -164,32 +169,50 @@ def test_heartbeats_and_invalidations_follow_a_failover(sentinels, make_app, wat
         wait_for(lambda: watcher.beating(["web-a", "web-b"]), 10, "heartbeats")
         started = time.monotonic()
         new_master = sentinels.failover()
-        wait_for(lambda: any(not first for _, first in watcher.connects), 10,
-                 "the watcher to resubscribe")
+        wait_for(
+            lambda: any(not first for _, first in watcher.connects),
+            10,
+            "the watcher to resubscribe",
+        )
         resubscribed_at = next(at for at, first in watcher.connects if not first)
-        wait_for(lambda: watcher.beats_after(resubscribed_at, "web-a"), 10,
-                 "a heartbeat through the new master")
+        wait_for(
+            lambda: watcher.beats_after(resubscribed_at, "web-a"),
+            10,
+            "a heartbeat through the new master",
+        )
         resumed_s = watcher.beats_after(resubscribed_at, "web-a")[0] - started
         arrivals = [at for at, iid in watcher.beats if iid == "web-a"]
         silence_s = max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
-        print(f"\nsentinel failover: heartbeats resumed {resumed_s:.2f}s after SENTINEL"
-              f" FAILOVER (longest silence {silence_s:.2f}s)")
+        print(
+            f"\nsentinel failover: heartbeats resumed {resumed_s:.2f}s after SENTINEL"
+            f" FAILOVER (longest silence {silence_s:.2f}s)"
+        )
         assert resumed_s < 5.0
         # each relay listener reconnected and, having maybe missed invalidations, cleared
         for app, _, _ in apps:
             stats = relay_of(app).stats
-            wait_for(lambda s=stats: s()["reconnects"] >= 1 and s()["connected"], 10,
-                     "the relay listener to resubscribe")
-        wait_for(lambda: {sender for sender, _, _ in gaps} == {a for a, _, _ in apps}, 10,
-                 "both caches cleared after the reconnect gap")
+            wait_for(
+                lambda s=stats: s()["reconnects"] >= 1 and s()["connected"],
+                10,
+                "the relay listener to resubscribe",
+            )
+        wait_for(
+            lambda: {sender for sender, _, _ in gaps} == {a for a, _, _ in apps},
+            10,
+            "both caches cleared after the reconnect gap",
+        )
     assert {(tuple(caches), reason) for _, caches, reason in gaps} == {
-        (("relationship",), "reconnect")}
+        (("relationship",), "reconnect")
+    }
     for _, _, cache in apps:
         cache.update(CACHE)
     assert sentinels.master_port() == new_master.port
     # the subscriber's own subscriptions are on the new master now
-    wait_for(lambda: new_master.client().pubsub_numsub(MONITORING)[0][1] == 1, 10,
-             "the watcher on the new master")
+    wait_for(
+        lambda: new_master.client().pubsub_numsub(MONITORING)[0][1] == 1,
+        10,
+        "the watcher on the new master",
+    )
     assert_planes_flow("sentinel, after the failover", connect(url), watcher, apps)
 
 

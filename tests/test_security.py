@@ -20,20 +20,76 @@ SCRUBBED = "[scrubbed]"
 
 #: Keys a context may carry that must never be published, in the spellings apps use.
 SECRET_KEYS = [
-    "password", "Password", "PASSWORD", "user_password", "db-password", "passwd", "pwd",
-    "passphrase", "secret", "client_secret", "clientSecret", "AWS_SECRET_ACCESS_KEY",
-    "token", "access_token", "refresh_token", "refreshToken", "X-Auth-Token", "id_token", "jwt",
-    "api_key", "API-KEY", "apiKey", "ApiKey", "api key", "x-api-key", "access_key", "AccessKeyId",
-    "authorization", "Proxy-Authorization", "auth", "authToken",
-    "cookie", "Set-Cookie", "sessionid", "session_id", "SESSION", "csrftoken", "X-CSRF-Token",
-    "xsrf-token", "private_key", "privateKey", "private-key",
-    "credit_card_number", "creditCard", "card_number", "cardNumber", "cc-number", "ccnum",
-    "cc_num", "cvv", "CVC", "ssn", "social_security_number", "sentry_dsn",
+    "password",
+    "Password",
+    "PASSWORD",
+    "user_password",
+    "db-password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "client_secret",
+    "clientSecret",
+    "AWS_SECRET_ACCESS_KEY",
+    "token",
+    "access_token",
+    "refresh_token",
+    "refreshToken",
+    "X-Auth-Token",
+    "id_token",
+    "jwt",
+    "api_key",
+    "API-KEY",
+    "apiKey",
+    "ApiKey",
+    "api key",
+    "x-api-key",
+    "access_key",
+    "AccessKeyId",
+    "authorization",
+    "Proxy-Authorization",
+    "auth",
+    "authToken",
+    "cookie",
+    "Set-Cookie",
+    "sessionid",
+    "session_id",
+    "SESSION",
+    "csrftoken",
+    "X-CSRF-Token",
+    "xsrf-token",
+    "private_key",
+    "privateKey",
+    "private-key",
+    "credit_card_number",
+    "creditCard",
+    "card_number",
+    "cardNumber",
+    "cc-number",
+    "ccnum",
+    "cc_num",
+    "cvv",
+    "CVC",
+    "ssn",
+    "social_security_number",
+    "sentry_dsn",
 ]
 #: Ordinary keys of TickStockAppV2's error contexts: they must stay readable.
 PLAIN_KEYS = [
-    "universe_key", "symbol_count", "symbol", "cache_type", "endpoint", "method", "path",
-    "error_detail", "component", "keys", "status", "user", "line",
+    "universe_key",
+    "symbol_count",
+    "symbol",
+    "cache_type",
+    "endpoint",
+    "method",
+    "path",
+    "error_detail",
+    "component",
+    "keys",
+    "status",
+    "user",
+    "line",
 ]
 
 
@@ -41,7 +97,8 @@ PLAIN_KEYS = [
 def test_default_scrubbing_of_secret_keys(key):
     scrubber = Scrubber()
     assert scrubber({key: "s3cr3t", "nested": [{key: "s3cr3t"}]}) == {
-        key: SCRUBBED, "nested": [{key: SCRUBBED}],
+        key: SCRUBBED,
+        "nested": [{key: SCRUBBED}],
     }
 
 
@@ -53,7 +110,9 @@ def test_ordinary_keys_are_kept():
 def test_configured_scrub_keys_add_to_the_defaults():
     scrubber = Scrubber(keys=["account_no"])
     assert scrubber({"Account-No": 1, "password": 2, "symbol": 3}) == {
-        "Account-No": SCRUBBED, "password": SCRUBBED, "symbol": 3,
+        "Account-No": SCRUBBED,
+        "password": SCRUBBED,
+        "symbol": 3,
     }
 
 
@@ -66,9 +125,13 @@ def test_sensitive_headers_are_scrubbed(redis_server, make_app, record_channels)
         raise RuntimeError("with headers")
 
     secrets = {
-        "Authorization": "Bearer s3cr3t-1", "Cookie": "session=s3cr3t-2", "Set-Cookie": "s3cr3t-3",
-        "X-Api-Key": "s3cr3t-4", "Proxy-Authorization": "Basic s3cr3t-5",
-        "X-Auth-Token": "s3cr3t-6", "X-CSRF-Token": "s3cr3t-7",
+        "Authorization": "Bearer s3cr3t-1",
+        "Cookie": "session=s3cr3t-2",
+        "Set-Cookie": "s3cr3t-3",
+        "X-Api-Key": "s3cr3t-4",
+        "Proxy-Authorization": "Basic s3cr3t-5",
+        "X-Auth-Token": "s3cr3t-6",
+        "X-CSRF-Token": "s3cr3t-7",
     }
     client = app.test_client(use_cookies=False)  # else the client's cookie jar sets Cookie
     response = client.get("/fail", headers={**secrets, "X-Request-Id": "r-1"})
@@ -105,8 +168,17 @@ def test_headers_are_not_published_by_default(redis_server, make_app, record_cha
 def acl_server(redis_server):
     admin = redis_server.client()
     admin.execute_command(
-        "ACL", "SETUSER", "monitor", "on", ">secret", "~tickstock:*", "&tickstock:*",
-        "+publish", "+subscribe", "+unsubscribe", "+ping",
+        "ACL",
+        "SETUSER",
+        "monitor",
+        "on",
+        ">secret",
+        "~tickstock:*",
+        "&tickstock:*",
+        "+publish",
+        "+subscribe",
+        "+unsubscribe",
+        "+ping",
     )
     admin.execute_command("ACL", "SETUSER", "default", "off")  # no anonymous access
     return redis_server
@@ -160,11 +232,22 @@ class TLSRedisServer(RedisServer):
 
     def __init__(self, certs: pathlib.Path):
         self.certs = certs
-        super().__init__(args=[
-            "--port", "0", "--tls-port", "0",  # the TLS port is set in command()
-            "--tls-cert-file", str(certs / "server.pem"), "--tls-key-file", str(certs / "key.pem"),
-            "--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-auth-clients", "no",
-        ])
+        super().__init__(
+            args=[
+                "--port",
+                "0",
+                "--tls-port",
+                "0",  # the TLS port is set in command()
+                "--tls-cert-file",
+                str(certs / "server.pem"),
+                "--tls-key-file",
+                str(certs / "key.pem"),
+                "--tls-ca-cert-file",
+                str(certs / "ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]
+        )
 
     def command(self) -> list[str]:
         cmd = super().command()

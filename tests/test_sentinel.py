@@ -43,8 +43,12 @@ def test_error_events_and_the_subscription_follow_a_failover(sentinels, make_app
     app, monitor = make_app(sentinels.url)
     received = Received()
     subscription = Subscription(
-        lambda: connect(sentinels.url), [ERRORS], received.on_message,
-        on_connect=received.on_connect, backoff_base=0.05, backoff_cap=0.5,
+        lambda: connect(sentinels.url),
+        [ERRORS],
+        received.on_message,
+        on_connect=received.on_connect,
+        backoff_base=0.05,
+        backoff_cap=0.5,
     ).start()
     stop = threading.Event()
 
@@ -87,7 +91,9 @@ def test_error_events_and_the_subscription_follow_a_failover(sentinels, make_app
     assert sequences == sorted(sequences)
     state = monitor.state(app)
     assert describe(state.client()) == {
-        "kind": "sentinel", "sharded_pubsub": False, "service": SERVICE,
+        "kind": "sentinel",
+        "sharded_pubsub": False,
+        "service": SERVICE,
         "master": f"127.0.0.1:{new_master.port}",
     }
     # what was lost while the master changed is counted, never silently gone

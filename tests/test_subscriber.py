@@ -14,22 +14,48 @@ MONITORING = "tickstock:monitoring"
 ERRORS = "tickstock:errors"
 
 
-def beat(seq: int, *, boot: str = "boot-a", interval: float = 1.0, status: str = "healthy",
-         instance: str = "web-1", timestamp: float = 100.0) -> bytes:
-    return json.dumps({
-        "type": "health_check", "component": "market_data_service", "status": status,
-        "timestamp": timestamp, "metrics": {"symbols_tracked": 70},
-        "instance": {"id": instance, "host": "h", "pid": 1, "boot_id": boot, "uptime_s": 1.0},
-        "seq": seq, "interval_s": interval, "event_type": "HEALTH_CHECK",
-        "health": {"overall_score": 100, "status": status, "components": {}, "uptime_seconds": 1},
-    }).encode()
+def beat(
+    seq: int,
+    *,
+    boot: str = "boot-a",
+    interval: float = 1.0,
+    status: str = "healthy",
+    instance: str = "web-1",
+    timestamp: float = 100.0,
+) -> bytes:
+    return json.dumps(
+        {
+            "type": "health_check",
+            "component": "market_data_service",
+            "status": status,
+            "timestamp": timestamp,
+            "metrics": {"symbols_tracked": 70},
+            "instance": {"id": instance, "host": "h", "pid": 1, "boot_id": boot, "uptime_s": 1.0},
+            "seq": seq,
+            "interval_s": interval,
+            "event_type": "HEALTH_CHECK",
+            "health": {
+                "overall_score": 100,
+                "status": status,
+                "components": {},
+                "uptime_seconds": 1,
+            },
+        }
+    ).encode()
 
 
 def error(n: int, timestamp: float = 100.0) -> bytes:
-    return json.dumps({
-        "type": "application_error", "error_id": f"e{n}", "source": "TickStockAppV2",
-        "severity": "error", "component": "c", "message": f"failure {n}", "timestamp": timestamp,
-    }).encode()
+    return json.dumps(
+        {
+            "type": "application_error",
+            "error_id": f"e{n}",
+            "source": "TickStockAppV2",
+            "severity": "error",
+            "component": "c",
+            "message": f"failure {n}",
+            "timestamp": timestamp,
+        }
+    ).encode()
 
 
 class Clock:
@@ -130,7 +156,11 @@ def test_bad_messages_are_counted_by_reason_and_logged_once(subscriber, caplog):
     sub.handle_message(MONITORING, json.dumps({"event_type": "METRIC_UPDATE", "metrics": {}}))
     stats = sub.stats()
     assert stats["rejected"] == {
-        "bad_json": 3, "not_object": 1, "missing_field": 2, "bad_value": 1, "not_utf8": 1,
+        "bad_json": 3,
+        "not_object": 1,
+        "missing_field": 2,
+        "bad_value": 1,
+        "not_utf8": 1,
     }
     assert stats["rejected_total"] == 8
     assert stats["ignored"] == 1
@@ -159,7 +189,8 @@ def test_live_beats_from_an_app(redis_server, make_app, subscriber):
     sub.subscribe_monitoring(received.append, None).start()
     assert sub.wait_connected()
     app, monitor = make_app(
-        redis_server.url, TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
+        redis_server.url,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=0.2,
         TICKSTOCK_MONITOR_HEALTH_ENABLED=True,
         TICKSTOCK_MONITOR_INSTANCE_ID="web-1",
     )
@@ -177,7 +208,8 @@ def test_live_beats_from_an_app(redis_server, make_app, subscriber):
 
 def test_a_late_subscriber_sees_the_latest_beats_at_once(redis_server, make_app, subscriber):
     app, monitor = make_app(
-        redis_server.url, TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
+        redis_server.url,
+        TICKSTOCK_MONITOR_HEALTH_INTERVAL=30,
         TICKSTOCK_MONITOR_INSTANCE_ID="web-9",
     )
     published = monitor.publish_health(app=app)
@@ -213,10 +245,17 @@ def test_seed_card_publisher_and_listen(redis_server, subscriber):
     listener.start()
     assert sub.wait_connected()
     publisher = MonitoringPublisher(redis_server.url)
-    publisher.publish_health_metric({"component": "market_data_service", "status": "healthy",
-                                     "timestamp": time.time(), "metrics": {"a": 1}})
-    publisher.publish_error({"severity": "warning", "component": "c", "message": "m",
-                             "timestamp": time.time()})
+    publisher.publish_health_metric(
+        {
+            "component": "market_data_service",
+            "status": "healthy",
+            "timestamp": time.time(),
+            "metrics": {"a": 1},
+        }
+    )
+    publisher.publish_error(
+        {"severity": "warning", "component": "c", "message": "m", "timestamp": time.time()}
+    )
     assert publisher.flush()
     publisher.close()
     assert wait_for(lambda: health and errors)

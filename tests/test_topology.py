@@ -20,12 +20,15 @@ from flask_tickstock_monitor.transport import Subscription, connect
 
 def test_sentinel_url():
     assert parse_url("redis+sentinel://:s3cret@10.0.0.1:26380,10.0.0.2/mymaster/2") == Topology(
-        "sentinel", hosts=(("10.0.0.1", 26380), ("10.0.0.2", 26379)), service="mymaster", db=2,
+        "sentinel",
+        hosts=(("10.0.0.1", 26380), ("10.0.0.2", 26379)),
+        service="mymaster",
+        db=2,
         password="s3cret",
     )
-    assert parse_url(
-        "redis+sentinel://h:1/svc?sentinel_password=x&sharded_pubsub=yes"
-    ) == Topology("sentinel", True, (("h", 1),), "svc", sentinel_password="x")
+    assert parse_url("redis+sentinel://h:1/svc?sentinel_password=x&sharded_pubsub=yes") == Topology(
+        "sentinel", True, (("h", 1),), "svc", sentinel_password="x"
+    )
 
 
 def test_cluster_url():
@@ -82,7 +85,8 @@ def test_sharded_pubsub_on_one_server(redis_server, make_app):
     app, monitor = make_app(url)
     got: list[tuple[str, dict]] = []
     subscription = Subscription(
-        lambda: connect(url), ["tickstock:errors"],
+        lambda: connect(url),
+        ["tickstock:errors"],
         lambda channel, data: got.append((channel, json.loads(data))),
     ).start()
     try:
@@ -108,10 +112,15 @@ def test_channel_counts_classic(redis_server):
         pubsubs[1].subscribe("tickstock:errors", "tickstock:monitoring")
         for pubsub in pubsubs:
             wait_for(lambda p=pubsub: p.get_message(timeout=0.1), 5, "a subscribe confirmation")
-        wait_for(lambda: channel_counts(client, "tickstock:*") == {
-            "tickstock:errors": 2, "tickstock:monitoring": 1}, 5, "the subscriber counts")
+        wait_for(
+            lambda: (
+                channel_counts(client, "tickstock:*")
+                == {"tickstock:errors": 2, "tickstock:monitoring": 1}
+            ),
+            5,
+            "the subscriber counts",
+        )
         assert channel_counts(client, "nothing*") == {}
     finally:
         for pubsub in pubsubs:
             pubsub.close()
-

@@ -10,10 +10,10 @@ import textwrap
 import time
 
 import pytest
+from servers import free_port
 
 from flask_tickstock_monitor import MonitoringPublisher
 from flask_tickstock_monitor.transport import Outgoing, Publisher, Subscription, connect
-from servers import RedisServer, free_port
 
 CHANNEL = "tickstock:errors"
 
@@ -50,7 +50,12 @@ def test_redis_refusing_connections(make_app):
     assert stats["connected"] is False
     assert "Connection" in stats["last_error"]
     # every event is accounted for: failed while the breaker tripped, or still queued for later
-    assert stats["dropped"].get("publish_failed", 0) + stats["queued"] + stats["dropped"].get("throttled", 0) == 20
+    assert (
+        stats["dropped"].get("publish_failed", 0)
+        + stats["queued"]
+        + stats["dropped"].get("throttled", 0)
+        == 20
+    )
 
 
 def test_redis_paused_requests_stay_fast_and_loss_is_counted(redis_server, make_app):
@@ -100,7 +105,9 @@ def test_queue_full_drops_are_counted_exactly(make_app):
     assert len(accepted) >= 5
     # the signal says the same, with the real app as sender (the publisher thread may also be
     # counting connection failures meanwhile: nothing listens on that port)
-    assert sum(count for _, reason, count in dropped if reason == "queue_full") == 100 - len(accepted)
+    assert sum(count for _, reason, count in dropped if reason == "queue_full") == 100 - len(
+        accepted
+    )
     assert all(sender is app for sender, _, _ in dropped)
 
 
@@ -238,20 +245,32 @@ def test_memory_url_is_an_embedded_server():
 def test_monitoring_publisher_keeps_the_seed_card_api(redis_server, record_channels):
     recorder = record_channels(redis_server.client(), "tickstock:monitoring", CHANNEL)
     publisher = MonitoringPublisher(redis_server.url)
-    publisher.publish_health_metric({
-        "component": "test_component", "status": "healthy", "timestamp": 1697385600.123,
-        "metrics": {"test_value": 100},
-    })
+    publisher.publish_health_metric(
+        {
+            "component": "test_component",
+            "status": "healthy",
+            "timestamp": 1697385600.123,
+            "metrics": {"test_value": 100},
+        }
+    )
     assert publisher.metrics_published == 1
-    publisher.publish_error({
-        "severity": "error", "component": "test_component", "message": "Test error",
-        "timestamp": 1697385600.5, "context": {"detail": "test", "password": "p"},
-    })
+    publisher.publish_error(
+        {
+            "severity": "error",
+            "component": "test_component",
+            "message": "Test error",
+            "timestamp": 1697385600.5,
+            "context": {"detail": "test", "password": "p"},
+        }
+    )
     assert publisher.flush(2.0)
     (health,) = recorder.wait_count("tickstock:monitoring", 1)
     assert health == {
-        "type": "health_check", "component": "test_component", "status": "healthy",
-        "timestamp": 1697385600.123, "metrics": {"test_value": 100},
+        "type": "health_check",
+        "component": "test_component",
+        "status": "healthy",
+        "timestamp": 1697385600.123,
+        "metrics": {"test_value": 100},
     }
     (error,) = recorder.wait_count(CHANNEL, 1)
     assert error["type"] == "application_error"
@@ -270,8 +289,12 @@ def test_subscription_reconnects_and_resubscribes(redis_server):
     received, connects = [], []
     client = connect(redis_server.url, socket_timeout=0.5)
     sub = Subscription(
-        lambda: client, ["a", "b"], lambda ch, data: received.append((ch, data)),
-        on_connect=connects.append, backoff_base=0.05, backoff_cap=0.2,
+        lambda: client,
+        ["a", "b"],
+        lambda ch, data: received.append((ch, data)),
+        on_connect=connects.append,
+        backoff_base=0.05,
+        backoff_cap=0.2,
     ).start()
     try:
         assert sub.wait_connected(5)
@@ -294,8 +317,14 @@ def test_subscription_reconnects_and_resubscribes(redis_server):
 
 def test_subscription_detects_a_half_open_connection(redis_server):
     client = connect(redis_server.url, socket_timeout=0.5)
-    sub = Subscription(lambda: client, ["a"], lambda ch, data: None,
-                       probe_interval=0.2, probe_timeout=0.3, backoff_base=0.05).start()
+    sub = Subscription(
+        lambda: client,
+        ["a"],
+        lambda ch, data: None,
+        probe_interval=0.2,
+        probe_timeout=0.3,
+        backoff_base=0.05,
+    ).start()
     try:
         assert sub.wait_connected(5)
         redis_server.pause()

@@ -74,8 +74,11 @@ class SentinelGroup(_Group):
         self.master = self._start(RedisServer(args=no_delay))
         replica_of = ["--replicaof", "127.0.0.1", str(self.master.port)]
         self.replica = self._start(RedisServer(args=[*no_delay, *replica_of]))
-        wait_for(lambda: self.replica.client().info("replication")["master_link_status"] == "up",
-                 10, "the replica to sync")
+        wait_for(
+            lambda: self.replica.client().info("replication")["master_link_status"] == "up",
+            10,
+            "the replica to sync",
+        )
         config = (
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.master.port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
@@ -86,8 +89,11 @@ class SentinelGroup(_Group):
             self._start(RedisServer(config=config, args=["--sentinel"])) for _ in range(3)
         ]
         for sentinel in self.sentinels:
-            wait_for(lambda s=sentinel: self._state(s)["num-slaves"] >= 1, 10,
-                     "the sentinels to see the replica")
+            wait_for(
+                lambda s=sentinel: self._state(s)["num-slaves"] >= 1,
+                10,
+                "the sentinels to see the replica",
+            )
 
     @property
     def url(self) -> str:
@@ -109,14 +115,23 @@ class SentinelGroup(_Group):
         old = self.master_port()
         # NOGOODSLAVE until the sentinel has fresh INFO from the replica: ask again
         first = self.sentinels[0].client()
-        wait_for(lambda: first.execute_command("SENTINEL", "FAILOVER", SERVICE), timeout,
-                 "the sentinel to accept SENTINEL FAILOVER")
+        wait_for(
+            lambda: first.execute_command("SENTINEL", "FAILOVER", SERVICE),
+            timeout,
+            "the sentinel to accept SENTINEL FAILOVER",
+        )
         for sentinel in self.sentinels:
-            wait_for(lambda s=sentinel: int(self._state(s)["port"]) != old, timeout,
-                     "every sentinel to report the new master")
+            wait_for(
+                lambda s=sentinel: int(self._state(s)["port"]) != old,
+                timeout,
+                "every sentinel to report the new master",
+            )
         new = self.server(self.master_port())
-        wait_for(lambda: new.client().info("replication")["role"] == "master", timeout,
-                 "the promoted replica to be master")
+        wait_for(
+            lambda: new.client().info("replication")["role"] == "master",
+            timeout,
+            "the promoted replica to be master",
+        )
         return new
 
 
@@ -124,24 +139,45 @@ class ClusterGroup(_Group):
     """Three masters sharing the 16384 slots, built with ``redis-cli --cluster create``."""
 
     def start(self) -> None:
-        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000"]
+        args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ]
         # an explicit bus port: the default (port + 10000) overflows for high free ports
         self.nodes = [
             self._start(RedisServer(args=[*args, "--cluster-port", str(free_port())]))
             for _ in range(3)
         ]
         subprocess.run(
-            [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=30,
         )
         self.wait_ok()
 
     def wait_ok(self, timeout: float = 15.0) -> None:
         for node in self.nodes:
-            wait_for(lambda n=node: n.client(decode_responses=True).cluster("info")["cluster_state"]
-                     == "ok", timeout, f"cluster_state:ok on {node.port}")
+            wait_for(
+                lambda n=node: (
+                    n.client(decode_responses=True).cluster("info")["cluster_state"] == "ok"
+                ),
+                timeout,
+                f"cluster_state:ok on {node.port}",
+            )
 
     @property
     def url(self) -> str:
