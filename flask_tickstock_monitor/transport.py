@@ -335,9 +335,16 @@ class Publisher:
             if not self._queue:
                 if self._stopping:
                     return
+                if self.breaker.is_open and self.breaker.ready():
+                    # nothing to send, but keep probing so `connected` tells the truth and the
+                    # next event does not wait for a backoff that has long expired
+                    self._probe()
                 self._idle = True
                 if not self._queue:
-                    self._wake.wait(0.5)
+                    wait = 0.5
+                    if self.breaker.is_open:
+                        wait = min(wait, max(0.01, self.breaker.retry_at - time.monotonic()))
+                    self._wake.wait(wait)
                 self._wake.clear()
                 self._idle = False
                 continue
@@ -377,6 +384,9 @@ class Publisher:
         queue = self._queue
         batch: list[Outgoing] = []
         append = batch.append
+        # counted as in flight before leaving the queue: flush() must never see an empty
+        # queue and nothing in flight while a batch is being taken out
+        self._in_flight = min(len(queue), self.batch_size)
         try:
             while len(batch) < self.batch_size:
                 append(queue.popleft())

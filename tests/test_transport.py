@@ -81,11 +81,19 @@ def test_redis_paused_requests_stay_fast_and_loss_is_counted(redis_server, make_
         assert stats["published"] + stats["dropped_total"] + stats["queued"] == 31
     finally:
         redis_server.resume()
+    # the breaker probes after a jittered backoff (at most 7.5 s), with or without events
+    deadline = time.monotonic() + 15
+    while monitor.stats(app)["breaker_open"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert monitor.flush(5.0, app=app)
     stats = monitor.stats(app)
-    assert stats["breaker_open"] is False
+    assert stats["breaker_open"] is False, stats
+    assert stats["connected"] is True
+    # what waited in the queue went out once Redis was back; what was in flight is counted
     assert stats["published"] + stats["dropped"].get("publish_failed", 0) == 31
-    assert stats["published"] > 1  # what waited in the queue went out once Redis was back
+    client.get("/boom")
+    assert monitor.flush(2.0, app=app)
+    assert monitor.stats(app)["published"] == stats["published"] + 1
 
 
 def test_queue_full_drops_are_counted_exactly(make_app):
@@ -353,3 +361,24 @@ def test_json_only_nothing_is_unpickled(redis_server, record_channels):
     assert recorder.wait_count("x", 1) == [{"obj": "<weird>"}]
     assert json.loads(recorder.raw[0][1]) == {"obj": "<weird>"}
     publisher.close()
+
+
+def test_an_idle_publisher_keeps_probing_while_its_breaker_is_open(redis_server):
+    client = connect(redis_server.url, socket_timeout=0.5)
+    publisher = Publisher(lambda: client)
+    try:
+        redis_server.kill()
+        publisher.submit(Outgoing("x", payload={"lost": True}))
+        deadline = time.monotonic() + 5
+        while not publisher.stats()["breaker_open"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert publisher.stats()["breaker_open"] is True
+        assert publisher.queued == 0  # nothing left to send: only a probe can notice Redis
+        redis_server.start()
+        deadline = time.monotonic() + 10
+        while not publisher.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert publisher.connected is True
+        assert publisher.stats()["dropped"] == {"publish_failed": 1}
+    finally:
+        publisher.close()
