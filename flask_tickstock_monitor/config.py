@@ -46,7 +46,7 @@ class MonitorConfig:
     channel_invalidation: str = "tickstock:cache:invalidation"
     queue_size: int = 10_000
     batch_size: int = 512
-    publish_linger: float = 0.002
+    publish_linger: float = 0.02
     socket_timeout: float = 0.5
     exit_flush_timeout: float = 2.0
     capture_logging: bool = True
@@ -204,7 +204,7 @@ def load_config(
         channel_invalidation=r.get("CHANNEL_INVALIDATION", "tickstock:cache:invalidation", as_str),
         queue_size=r.get("QUEUE_SIZE", 10_000, positive(int)),
         batch_size=r.get("BATCH_SIZE", 512, positive(int)),
-        publish_linger=r.get("PUBLISH_LINGER", 0.002, at_least(float, 0)),
+        publish_linger=r.get("PUBLISH_LINGER", 0.02, at_least(float, 0)),
         socket_timeout=r.get("SOCKET_TIMEOUT", 0.5, positive(float)),
         exit_flush_timeout=r.get("EXIT_FLUSH_TIMEOUT", 2.0, at_least(float, 0)),
         capture_logging=r.get("CAPTURE_LOGGING", True, as_bool),

@@ -265,6 +265,7 @@ class HealthPlane(Plane):
                 kind="health",
                 store_key=latest_key(config.channel_monitoring, self.state.instance_id),
                 ttl=self.latest_ttl,
+                urgent=True,  # rare, and a status change must show at once
             )
         )
         return snapshot

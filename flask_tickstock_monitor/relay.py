@@ -116,7 +116,12 @@ class RelayPlane(Plane):
                 self._own_ids.popitem(last=False)
         self._apply(message, self._targets(name), local=True)
         self.state.submit(
-            Outgoing(self.state.config.channel_invalidation, payload=message, kind="invalidation")
+            Outgoing(
+                self.state.config.channel_invalidation,
+                payload=message,
+                kind="invalidation",
+                urgent=True,  # caches elsewhere are stale until it arrives
+            )
         )
         return str(message["invalidation_id"])
 

@@ -117,6 +117,8 @@ class Outgoing:
     #: also keep the message under this key (with ``ttl`` seconds) for late subscribers
     store_key: str | None = None
     ttl: float = 0.0
+    #: send without lingering for company (a status change, a cache invalidation)
+    urgent: bool = False
 
     def resolve(self) -> dict[str, Any]:
         """The message, built once: another consumer (the error log) reuses what was built."""
@@ -194,7 +196,7 @@ class Publisher:
         queue_size: int = 10_000,
         batch_size: int = 512,
         exit_flush_timeout: float = 2.0,
-        linger: float = 0.002,
+        linger: float = 0.02,
         on_published: Callable[[list[tuple[Outgoing, dict[str, Any]]]], None] | None = None,
         on_dropped: Callable[[str, int], None] | None = None,
         name: str = "tickstock-monitor-publisher",
@@ -223,6 +225,7 @@ class Publisher:
         self._in_flight = 0
         self._wake = Wakeup()
         self._idle = False
+        self._urgent = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -241,6 +244,9 @@ class Publisher:
         self._queue.append(item)
         if self._thread is None:
             self._start()
+        elif item.urgent:
+            self._urgent = True
+            self._wake.set()
         elif self._idle:
             self._wake.set()
         return True
@@ -356,13 +362,17 @@ class Publisher:
                 continue
             if (
                 self.linger
+                and not self._urgent
                 and len(self._queue) < self.batch_size
                 and time.monotonic() - self._last_sent < self.linger * 10
             ):
-                # Busy: let a few more events join this batch. Each wake-up takes the GIL
-                # from the app's threads whenever they do I/O, so fewer wake-ups under load
-                # keep requests fast; an event after a quiet spell still goes out at once.
-                time.sleep(self.linger)
+                # Busy: let more events join this batch. Each wake-up takes the GIL from the
+                # app's threads at their next I/O (writing a log line, say), so fewer wake-ups
+                # under load keep requests fast. An event after a quiet spell still goes out
+                # at once, and an urgent one cuts the wait short.
+                self._wake.clear()
+                self._wake.wait(self.linger)
+            self._urgent = False
             self._publish_batch()
             self._last_sent = time.monotonic()
 

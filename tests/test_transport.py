@@ -382,3 +382,23 @@ def test_an_idle_publisher_keeps_probing_while_its_breaker_is_open(redis_server)
         assert publisher.stats()["dropped"] == {"publish_failed": 1}
     finally:
         publisher.close()
+
+
+def test_a_busy_publisher_lingers_but_urgent_messages_do_not_wait(redis_server, record_channels):
+    recorder = record_channels(redis_server.client(), "x")
+    client = connect(redis_server.url, socket_timeout=0.5)
+    publisher = Publisher(lambda: client, linger=1.0)
+    try:
+        started = time.monotonic()
+        publisher.submit(Outgoing("x", payload={"n": 1}))  # after a quiet spell: at once
+        recorder.wait_count("x", 1)
+        assert time.monotonic() - started < 0.5
+        # busy now: the next event waits for company, up to the linger
+        publisher.submit(Outgoing("x", payload={"n": 2}))
+        assert not recorder.wait(lambda r: len(r.on("x")) >= 2, timeout=0.3)
+        # an urgent one cuts the wait short and takes the waiting event along
+        publisher.submit(Outgoing("x", payload={"n": 3}, urgent=True))
+        assert [m["n"] for m in recorder.wait_count("x", 3, timeout=0.5)] == [1, 2, 3]
+        assert time.monotonic() - started < 0.95
+    finally:
+        publisher.close()
