@@ -185,6 +185,9 @@ class Wakeup:
 
 _LIVE_PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
+#: Linger only for a trickle: with this many events waiting, a batch is worth sending now.
+LINGER_BELOW = 64
+
 
 class Publisher:
     """A bounded queue and one background thread that publishes what is queued."""
@@ -363,7 +366,7 @@ class Publisher:
             if (
                 self.linger
                 and not self._urgent
-                and len(self._queue) < self.batch_size
+                and len(self._queue) < LINGER_BELOW
                 and time.monotonic() - self._last_sent < self.linger * 10
             ):
                 # Busy: let more events join this batch. Each wake-up takes the GIL from the
