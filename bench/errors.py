@@ -26,6 +26,20 @@ ROUNDS = 40
 PER_ROUND = 50
 
 
+def seed_card_error(message: str, context: dict[str, Any]) -> str:
+    """What the seed card's MonitoringPublisher.publish_error sends, serialised as it does."""
+    return json.dumps(
+        {
+            "type": "application_error",
+            "severity": "error",
+            "component": "bench",
+            "message": message,
+            "timestamp": time.time(),
+            "context": context,
+        }
+    )
+
+
 def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[Flask, Any]:
     """``flask_logging``: as Flask ships, the traceback is logged (to a null stream here);
     otherwise logging is silenced in every variant, which leaves the bare request cheapest."""
@@ -50,19 +64,7 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
         def publish_synchronously(error: Any) -> Any:
             exc = getattr(error, "original_exception", error)
             try:
-                client.publish(
-                    "tickstock:errors",
-                    json.dumps(
-                        {
-                            "type": "application_error",
-                            "severity": "error",
-                            "component": "bench",
-                            "message": str(exc),
-                            "timestamp": time.time(),
-                            "context": {},
-                        }
-                    ),
-                )
+                client.publish("tickstock:errors", seed_card_error(str(exc), {}))
             except redis.RedisError:
                 pass  # the request still waited for the timeout
             return "error", 500
@@ -164,19 +166,7 @@ def sync_sustained(url: str, count: int = 20_000) -> float:
     client = redis.Redis.from_url(url, socket_timeout=5)
     started = time.perf_counter()
     for i in range(count):
-        client.publish(
-            "tickstock:errors",
-            json.dumps(
-                {
-                    "type": "application_error",
-                    "severity": "error",
-                    "component": "bench",
-                    "message": "sustained",
-                    "timestamp": time.time(),
-                    "context": {"i": i},
-                }
-            ),
-        )
+        client.publish("tickstock:errors", seed_card_error("sustained", {"i": i}))
     return count / (time.perf_counter() - started)
 
 
