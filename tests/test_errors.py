@@ -490,3 +490,48 @@ def test_published_log_line(setup, caplog):
                 monitor.capture_exception()
         assert monitor.flush(2.0, app=app)
     assert "ERROR-TRACKING: Published error to Redis: KeyError" in caplog.messages
+
+
+def test_an_existing_redis_client_is_used(redis_server, record_channels):
+    """TickStockAppV2 keeps a client of its own: the monitor publishes through it."""
+    from flask import Flask
+
+    from flask_tickstock_monitor import TickStockMonitor
+
+    recorder = record_channels(redis_server.client(), CHANNEL)
+    app = Flask("own_client")
+    app.config["TICKSTOCK_MONITOR_REDIS_URL"] = "redis://127.0.0.1:1/0"  # never used
+    app.config["TICKSTOCK_MONITOR_HEALTH_ENABLED"] = False
+    monitor = TickStockMonitor(app, redis_client=redis_server.client())
+    try:
+        with app.app_context():
+            monitor.publish_error("through the app's client")
+        assert monitor.flush(2.0, app=app)
+        (event,) = recorder.wait_count(CHANNEL, 1)
+        assert event["message"] == "through the app's client"
+    finally:
+        monitor.shutdown(app=app)
+
+
+def test_redis_settings_from_the_environment_as_tickstock_keeps_them(
+    redis_server, record_channels, monkeypatch
+):
+    from flask import Flask
+
+    from flask_tickstock_monitor import TickStockMonitor
+
+    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
+    monkeypatch.setenv("REDIS_PORT", str(redis_server.port))
+    monkeypatch.setenv("REDIS_ERROR_CHANNEL", "custom:errors")
+    recorder = record_channels(redis_server.client(), "custom:errors")
+    app = Flask("no_factory")  # nothing about Redis in app.config
+    app.config["TICKSTOCK_MONITOR_HEALTH_ENABLED"] = False
+    monitor = TickStockMonitor(app)
+    try:
+        with app.app_context():
+            monitor.publish_error("configured from the environment")
+        assert monitor.flush(2.0, app=app)
+        (event,) = recorder.wait_count("custom:errors", 1)
+        assert event["message"] == "configured from the environment"
+    finally:
+        monitor.shutdown(app=app)
