@@ -64,7 +64,6 @@ class MonitorState:
         self.config = config
         self.reader = reader
         self.active = config.enabled
-        self._external_client = redis_client
         self._client: Any = redis_client
         self._client_lock = threading.Lock()
         self._new_identity()
@@ -165,10 +164,7 @@ class MonitorState:
     # fork handling ------------------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
-        if self._external_client is None and self._client is not None:
-            self._client.connection_pool.reset() if hasattr(
-                self._client, "connection_pool"
-            ) else None
+        # the client is kept: redis-py's pools drop a parent's connections on a pid change
         self._new_identity()
         if self.started:
             for plane in self.planes.values():
@@ -248,7 +244,8 @@ class TickStockMonitor:
     :param app: the app to register with now; or call :meth:`init_app` later.
     :param redis_client: an existing ``redis.Redis`` to use instead of one made from the URL.
     :param socketio: a ``flask_socketio.SocketIO``; by default the one in ``app.extensions``.
-    :param autostart: start background work in ``init_app`` (else on first use).
+    :param autostart: start the heartbeat and the relay listener in ``init_app`` (else call
+        :meth:`start`); the publisher always starts with the first event.
     """
 
     def __init__(

@@ -333,10 +333,9 @@ class Publisher:
 
     def _after_fork(self) -> None:
         # A forked child inherits the parent's queue (the parent publishes those) and no thread.
+        # The client is asked for again; redis-py's pools drop a parent's connections
+        # themselves when they see another pid.
         self._reset()
-        client = self._client
-        if client is not None and hasattr(client, "connection_pool"):
-            client.connection_pool.reset()
 
     def _run(self) -> None:
         _local.monitoring = True
