@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from relayutil import invalidation, publish
 
 ERRORS, MONITORING = "tickstock:errors", "tickstock:monitoring"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,21 +100,7 @@ def test_example_app_under_eventlet(eventlet_app, redis_server, record_channels)
         return json.loads(get(base + "/invalidate/none")[1])["cached"]  # "none" is not cached
 
     assert cached() == ["nasdaq100", "sp500"]
-    redis_server.client().publish(
-        "tickstock:cache:invalidation",
-        json.dumps(
-            {
-                "type": "cache_invalidation",
-                "cache": "relationship",
-                "action": "invalidate",
-                "keys": ["sp500"],
-                "scope": "universe",
-                "timestamp": time.time(),
-                "invalidation_id": "from-elsewhere",
-                "origin": "another-host:1",
-            }
-        ),
-    )
+    publish(redis_server.client(), invalidation("relationship", ["sp500"], scope="universe"))
     deadline = time.monotonic() + 5
     while cached() != ["nasdaq100"] and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -7,11 +7,11 @@ itself: publishing, heartbeats and every subscription.
 
 from __future__ import annotations
 
-import json
 import time
 from statistics import median
 
 import pytest
+from relayutil import invalidation, publish
 
 from flask_tickstock_monitor import MonitoringSubscriber
 
@@ -118,18 +118,7 @@ def test_redis_killed_and_restarted(redis_server, outage_app, dashboard, record_
     assert wait_for(lambda: cache == {}, timeout=2) is not None
     assert relay.stats()["gap_clears"] == 1
     cache["AAPL"] = [3]
-    redis_server.client().publish(
-        "tickstock:cache:invalidation",
-        json.dumps(
-            {
-                "type": "cache_invalidation",
-                "cache": "relationship",
-                "action": "invalidate",
-                "keys": ["AAPL"],
-                "timestamp": time.time(),
-            }
-        ),
-    )
+    publish(redis_server.client(), invalidation("relationship", ["AAPL"]))
     assert wait_for(lambda: cache == {}, timeout=2) is not None  # and it applies again
     assert (
         wait_for(
