@@ -102,6 +102,9 @@ class Dropped(Exception):
         self.reason = reason
 
 
+_RESOLVING = threading.Lock()  # only background threads build; they take turns on the GIL anyway
+
+
 @dataclass(slots=True)
 class Outgoing:
     """One queued item: a channel and either a ready payload or a builder run on the thread
@@ -121,12 +124,14 @@ class Outgoing:
     urgent: bool = False
 
     def resolve(self) -> dict[str, Any]:
-        """The message, built once: another consumer (the error log) reuses what was built."""
-        build = self.build  # read once: the publisher and the error log resolve concurrently
-        if self.payload is None and build is not None:
-            self.payload = build(*self.args)
-            self.build = None
-            self.args = ()
+        """The message, built exactly once: the publisher and the error log may resolve the same
+        item at the same time, and both must see one event (one ``error_id``)."""
+        if self.payload is None:
+            with _RESOLVING:
+                if self.payload is None and self.build is not None:
+                    self.payload = self.build(*self.args)
+                    self.build = None
+                    self.args = ()
         assert self.payload is not None
         return self.payload
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -546,3 +547,22 @@ def test_bad_configuration_names_the_key(config: dict[str, Any], message: str) -
     with pytest.raises(ConfigurationError) as info:
         TickStockMonitor(app)
     assert str(info.value).startswith(message)
+
+
+def test_the_stored_row_and_the_published_event_share_one_error_id(
+    redis_server, make_app, record_channels, tmp_path
+):
+    """Hook paths make their id on a background thread: both consumers must see the same one."""
+    url = f"sqlite:///{tmp_path / 'errors.db'}"
+    app, monitor = make_app(redis_server.url, TICKSTOCK_MONITOR_DATABASE_URI=url)
+    recorder = record_channels(redis_server.client(), "tickstock:errors")
+    for i in range(50):
+        logging.getLogger(f"app.part{i}").error("failure %d", i)
+    assert monitor.flush(5.0, app=app)
+    published = {e["message"]: e["error_id"] for e in recorder.wait_count("tickstock:errors", 50)}
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT message, error_id FROM error_logs")).all())
+    engine.dispose()
+    assert len(published) == 50
+    assert stored == published
