@@ -204,7 +204,8 @@ class ErrorCapture:
             if not allowed:
                 state.publisher.count_drop("throttled")
                 return None
-        error_id = events.new_id() if want_id else None
+        # a hook never reads the id: take a number now, make its text on the publisher thread
+        error_id: str | int = events.new_id() if want_id else events.id_number()
         fields = dict(context) if context else {}
         if in_request:
             fields = {**request_snapshot(state), **fields}
@@ -237,11 +238,11 @@ class ErrorCapture:
         for sink in self.sinks:
             sink(item)
         accepted = state.publisher.submit(item)
-        return error_id if accepted and want_id else None
+        return error_id if accepted and want_id else None  # type: ignore[return-value]
 
     def _build(
         self,
-        error_id: str | None,
+        error_id: str | int,
         error_type: str | None,
         exc_data: events.ExceptionData | None,
         message: str | None,
@@ -264,7 +265,7 @@ class ErrorCapture:
         message = str(message)
         event: dict[str, Any] = {
             "type": "application_error",
-            "error_id": error_id or events.new_id(),
+            "error_id": error_id if isinstance(error_id, str) else events.id_text(error_id),
             "source": config.source,
             "severity": severity,
             "component": component or config.component,

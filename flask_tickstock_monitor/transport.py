@@ -102,9 +102,6 @@ class Dropped(Exception):
         self.reason = reason
 
 
-_RESOLVING = threading.Lock()  # only background threads build; they take turns on the GIL anyway
-
-
 @dataclass(slots=True)
 class Outgoing:
     """One queued item: a channel and either a ready payload or a builder run on the thread
@@ -124,15 +121,12 @@ class Outgoing:
     urgent: bool = False
 
     def resolve(self) -> dict[str, Any]:
-        """The message, built exactly once: the publisher and the error log may resolve the same
-        item at the same time, and both must see one event (one ``error_id``)."""
+        """The message, built once: another consumer (the error log) reuses what was built.
+        The two may build it at the same time, which is harmless: a build is deterministic
+        (the same ``error_id``), and ``build``/``args`` are never cleared under the other."""
         if self.payload is None:
-            with _RESOLVING:
-                if self.payload is None and self.build is not None:
-                    self.payload = self.build(*self.args)
-                    self.build = None
-                    self.args = ()
-        assert self.payload is not None
+            assert self.build is not None
+            self.payload = self.build(*self.args)
         return self.payload
 
 

@@ -535,3 +535,16 @@ def test_redis_settings_from_the_environment_as_tickstock_keeps_them(
         assert event["message"] == "configured from the environment"
     finally:
         monitor.shutdown(app=app)
+
+
+def test_ids_made_later_are_unique_version_4_uuids_and_stable():
+    import uuid as _uuid
+
+    from flask_tickstock_monitor import events
+
+    numbers = [events.id_number() for _ in range(20_000)]
+    texts = [events.id_text(n) for n in numbers]
+    assert len(set(texts)) == len(texts)
+    parsed = [_uuid.UUID(t) for t in texts[:500]]
+    assert all(u.version == 4 and u.variant == _uuid.RFC_4122 for u in parsed)
+    assert [events.id_text(n) for n in numbers[:100]] == texts[:100]  # built twice: one id
