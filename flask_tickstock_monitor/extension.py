@@ -119,6 +119,8 @@ class MonitorState:
         """After each batch reached Redis: the seed card's log lines and the signals."""
         logging_info = log.isEnabledFor(logging.INFO)
         errors_heard = bool(signals.error_published.receivers)
+        if not (logging_info or errors_heard or signals.health_published.receivers):
+            return  # nobody listens: skip the walk over the batch
         for item, event in published:
             if item.kind == "error":
                 if logging_info:
