@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -21,6 +22,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return bool(predicate())
+
+
+@pytest.fixture
+def frozen_heap() -> Iterator[None]:
+    """For tests that time single requests: late in a long run this process's heap is large,
+    and one full collection of it can stall any request for a few hundred ms. Freeze what
+    exists, so only what the test itself allocates is ever collected while it runs."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def timed_get(client, path):
     return response, time.perf_counter() - started
 
 
-def test_redis_refusing_connections(make_app):
+def test_redis_refusing_connections(make_app, frozen_heap):
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     app, monitor = erroring_app(make_app, url)
     client = app.test_client()
@@ -58,7 +58,7 @@ def test_redis_refusing_connections(make_app):
     )
 
 
-def test_redis_paused_requests_stay_fast_and_loss_is_counted(redis_server, make_app):
+def test_redis_paused_requests_stay_fast_and_loss_is_counted(redis_server, make_app, frozen_heap):
     app, monitor = erroring_app(make_app, redis_server.url, TICKSTOCK_MONITOR_THROTTLE_LIMIT=0)
     client = app.test_client()
     client.get("/boom")
