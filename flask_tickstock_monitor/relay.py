@@ -198,10 +198,10 @@ class RelayPlane(Plane):
         try:
             self._queue.put_nowait((channel, data))
         except queue.Full:
-            self.overflow += 1
             if channel == self.state.config.channel_invalidation:
                 # A lost invalidation leaves a stale entry somewhere: forget everything instead.
                 self._gap_reason = "overflow"
+            self.overflow += 1  # counted once its consequence is set, so a reader sees both
             self._log_once("overflow", "relay queue full (%d); dropped a message", self.queue_size)
 
     def _on_connect(self, first: bool) -> None:

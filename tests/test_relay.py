@@ -357,7 +357,10 @@ def test_queue_overflow_is_counted_and_clears_caches(redis_server, make_app):
         release.set()
         assert wait_for(lambda: gaps)
     assert relay.stats()["overflow"] == 3  # one being applied, two queued, three lost
-    assert gaps == [{"caches": ["slow", "plain"], "reason": "overflow"}]
+    # every clear is an overflow clear of every cache; there may be two when the applier got
+    # to its first clear between two of the drops (each drop calls for one after it)
+    assert gaps and all(g == {"caches": ["slow", "plain"], "reason": "overflow"} for g in gaps)
+    assert len(gaps) <= 2
     assert cache == {}
 
 
