@@ -101,9 +101,8 @@ def mark_captured(exc: BaseException) -> bool:
 
 
 def request_snapshot(state: MonitorState) -> dict[str, Any]:
-    """The small, safe part of the current request: never bodies, cookies or IP by default."""
-    if not has_request_context():
-        return {}
+    """The small, safe part of the current request (there must be one): never bodies, cookies
+    or IP by default."""
     config = state.config
     req = request._get_current_object()  # type: ignore[attr-defined]
     snapshot: dict[str, Any] = {"endpoint": req.endpoint, "method": req.method, "path": req.path}
@@ -206,12 +205,14 @@ class ErrorCapture:
                 return None
         # a hook never reads the id: take a number now, make its text on the publisher thread
         error_id: str | int = events.new_id() if want_id else events.id_number()
-        fields = dict(context) if context else {}
         if in_request:
-            fields = {**request_snapshot(state), **fields}
+            fields = request_snapshot(state)
+            if context:
+                fields.update(context)
+        else:
+            fields = dict(context) if context else {}
         # Only plain data goes into the queue: the exception would keep the request's frames alive.
         exc_data = events.extract_exception(exc) if exc is not None else None
-        error_type = type(exc).__name__ if exc is not None else None
         timestamp = time.time()
         # positional (channel, payload, build, kind, args, severity): 4x cheaper than keywords
         item = Outgoing(
@@ -221,7 +222,6 @@ class ErrorCapture:
             "error",
             (
                 error_id,
-                error_type,
                 exc_data,
                 message,
                 http,
@@ -243,7 +243,6 @@ class ErrorCapture:
     def _build(
         self,
         error_id: str | int,
-        error_type: str | None,
         exc_data: events.ExceptionData | None,
         message: str | None,
         http: tuple[str, str | None] | None,
@@ -256,6 +255,7 @@ class ErrorCapture:
         origin: str,
     ) -> dict[str, Any]:
         config = self.state.config
+        error_type = exc_data[-1][0].__name__ if exc_data else None
         if message is None:
             described = f"{error_type}: {exc_data[-1][1]}" if exc_data else None
             if http is not None:
@@ -315,9 +315,15 @@ class ErrorCapture:
         # them (once every handler is registered: setup ends at the first request) so that a
         # 5xx they return can say what the exception was. Wrapping the handlers, not
         # handle_user_exception, keeps our frame out of every traceback the app formats.
-        if not self._handlers_wrapped:
-            self._handlers_wrapped = True
-            wrap_error_handlers(current_app._get_current_object())  # type: ignore[attr-defined]
+        if self._handlers_wrapped:
+            return
+        self._handlers_wrapped = True
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        wrap_error_handlers(app)
+        # Needed once only: later requests need not call it. A new list, not a removal from
+        # the one Flask may be iterating on another thread right now.
+        funcs = app.before_request_funcs
+        funcs[None] = [f for f in funcs.get(None, ()) if f != self._before_request]
 
     def _on_request_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
         self.capture(exc=exception, severity="error", origin="unhandled", want_id=False)

@@ -6,6 +6,7 @@ received message reaches any code: JSON only, nothing is unpickled or evaluated.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import linecache
@@ -254,9 +255,11 @@ class Scrubber:
         return truncate(repr(value), string_cap)
 
 
-#: An exception reduced to plain data on the thread that raised it: for each exception of the
-#: chain, oldest first, (type name, message, [(file, line, function)], note that follows it).
-ExceptionData = list[tuple[str, str, list[tuple[str, int, str]], str]]
+#: An exception reduced to what its traceback needs, on the thread that raised it: for each
+#: exception of the chain, oldest first, (type, message, [(code, instruction offset)], note that
+#: follows it). Code objects and types live as long as the program does; frames, which hold a
+#: request's objects, are not kept. Names and line numbers are looked up later, off that thread.
+ExceptionData = list[tuple[type, str, list[tuple[types.CodeType, int]], str]]
 
 
 def extract_exception(exc: BaseException) -> ExceptionData:
@@ -264,7 +267,10 @@ def extract_exception(exc: BaseException) -> ExceptionData:
 
     Holding the exception until the publisher thread formats it would keep every frame of the
     request alive and promote them into older GC generations: a cost the request thread pays.
+    Line numbers are not read here: ``tb_lineno`` decodes the line table on each access.
     """
+    if exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__):
+        return [_extract_one(exc, "")]  # the common case: no chain to walk
     chain: list[tuple[BaseException, str]] = []
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -278,20 +284,32 @@ def extract_exception(exc: BaseException) -> ExceptionData:
             current, note = current.__context__, _CONTEXT
         else:
             current = None
-    data: ExceptionData = []
-    for error, note in reversed(chain):
-        frames = []
-        tb: types.TracebackType | None = error.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            frames.append((code.co_filename, tb.tb_lineno, code.co_name))
-            tb = tb.tb_next
-        try:
-            message = str(error)
-        except Exception:  # a broken __str__ must not lose the event
-            message = "<unprintable>"
-        data.append((_type_name(type(error)), message, frames, note))
-    return data
+    return [_extract_one(error, note) for error, note in reversed(chain)]
+
+
+def _extract_one(
+    error: BaseException, note: str
+) -> tuple[type, str, list[tuple[types.CodeType, int]], str]:
+    frames: list[tuple[types.CodeType, int]] = []
+    append = frames.append
+    tb: types.TracebackType | None = error.__traceback__
+    while tb is not None:
+        append((tb.tb_frame.f_code, tb.tb_lasti))
+        tb = tb.tb_next
+    try:
+        message = str(error)
+    except Exception:  # a broken __str__ must not lose the event
+        message = "<unprintable>"
+    return (type(error), message, frames, note)
+
+
+@functools.lru_cache(maxsize=4096)
+def line_number(code: types.CodeType, offset: int) -> int | None:
+    """The line of the instruction at ``offset`` in ``code``: what ``tb_lineno`` reports."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return line
+    return None
 
 
 def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
@@ -302,14 +320,16 @@ def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
     """
     data = extract_exception(exc) if isinstance(exc, BaseException) else exc
     parts: list[str] = []
-    for type_name, message, frames, note in data:
+    for kind, message, frames, note in data:
         if frames:
             parts.append("Traceback (most recent call last):\n")
-        for filename, lineno, name in frames:
-            parts.append(f'  File "{filename}", line {lineno}, in {name}\n')
-            line = linecache.getline(filename, lineno).strip()
+        for code, offset in frames:
+            filename, lineno = code.co_filename, line_number(code, offset)
+            parts.append(f'  File "{filename}", line {lineno}, in {code.co_name}\n')
+            line = linecache.getline(filename, lineno).strip() if lineno else ""
             if line:
                 parts.append(f"    {line}\n")
+        type_name = type_name_of(kind)
         parts.append(f"{type_name}: {message}\n" if message else f"{type_name}\n")
         if note:
             parts.append(note)
@@ -324,7 +344,8 @@ _CAUSE = "\nThe above exception was the direct cause of the following exception:
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
-def _type_name(kind: type) -> str:
+def type_name_of(kind: type) -> str:
+    """How a traceback names an exception type: qualified unless it is a builtin."""
     module = kind.__module__
     if module in ("builtins", "__main__"):
         return kind.__qualname__

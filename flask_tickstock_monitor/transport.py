@@ -123,11 +123,16 @@ class Outgoing:
     def resolve(self) -> dict[str, Any]:
         """The message, built once: another consumer (the error log) reuses what was built.
         The two may build it at the same time, which is harmless: a build is deterministic
-        (the same ``error_id``), and ``build``/``args`` are never cleared under the other."""
-        if self.payload is None:
+        (the same ``error_id``). Once built, ``args`` are let go (they may hold an exception
+        and its frames); they are read before ``payload``, which is set before they are
+        cleared, so a concurrent resolve sees either the arguments or the message."""
+        args = self.args
+        payload = self.payload
+        if payload is None:
             assert self.build is not None
-            self.payload = self.build(*self.args)
-        return self.payload
+            payload = self.payload = self.build(*args)
+            self.args = ()
+        return payload
 
 
 class CircuitBreaker:
@@ -261,6 +266,11 @@ class Publisher:
                 self.on_dropped(reason, count)
             except Exception:  # a receiver must not break the caller
                 log.debug("event_dropped receiver failed", exc_info=True)
+
+    @property
+    def backlog(self) -> int:
+        """Items waiting in the queue (not counting a batch being sent)."""
+        return len(self._queue)
 
     @property
     def queued(self) -> int:
