@@ -268,11 +268,6 @@ class Publisher:
                 log.debug("event_dropped receiver failed", exc_info=True)
 
     @property
-    def backlog(self) -> int:
-        """Items waiting in the queue (not counting a batch being sent)."""
-        return len(self._queue)
-
-    @property
     def queued(self) -> int:
         return len(self._queue) + self._in_flight
 
