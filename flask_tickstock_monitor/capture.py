@@ -161,6 +161,10 @@ class ErrorCapture:
         #: Called with each queued error item besides the publisher (the durable error log),
         #: so that they do not depend on Redis. A sink must not block.
         self.sinks: list[Callable[[Outgoing], None]] = []
+        # read once per event on the caller's thread: looked up once here (the config is frozen)
+        self._channel = config.channel_errors
+        self._errors_enabled = config.errors_enabled
+        self._build_event = self._build
 
     # the one entry point -------------------------------------------------------------------------
 
@@ -183,7 +187,7 @@ class ErrorCapture:
         ``want_id=False`` (the automatic hooks, which never read it): the id is made on the
         publisher thread instead, a couple of microseconds off the request."""
         state = self.state
-        if not state.active or not state.config.errors_enabled:
+        if not state.active or not self._errors_enabled:
             return None
         if severity not in events.SEVERITIES:
             raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
@@ -216,9 +220,9 @@ class ErrorCapture:
         timestamp = time.time()
         # positional (channel, payload, build, kind, args, severity): 4x cheaper than keywords
         item = Outgoing(
-            state.config.channel_errors,
+            self._channel,
             None,
-            self._build,
+            self._build_event,
             "error",
             (
                 error_id,
@@ -235,8 +239,9 @@ class ErrorCapture:
             ),
             severity,
         )
-        for sink in self.sinks:
-            sink(item)
+        if self.sinks:
+            for sink in self.sinks:
+                sink(item)
         accepted = state.publisher.submit(item)
         return error_id if accepted and want_id else None  # type: ignore[return-value]
 
@@ -254,7 +259,8 @@ class ErrorCapture:
         category: str | None,
         origin: str,
     ) -> dict[str, Any]:
-        config = self.state.config
+        state = self.state
+        config = state.config
         error_type = exc_data[-1][0].__name__ if exc_data else None
         if message is None:
             described = f"{error_type}: {exc_data[-1][1]}" if exc_data else None
@@ -263,9 +269,11 @@ class ErrorCapture:
             else:
                 message = described or "error"
         message = str(message)
+        if not isinstance(error_id, str):
+            error_id = events.id_text(error_id)
         event: dict[str, Any] = {
             "type": "application_error",
-            "error_id": error_id if isinstance(error_id, str) else events.id_text(error_id),
+            "error_id": error_id,
             "source": config.source,
             "severity": severity,
             "component": component or config.component,
@@ -273,9 +281,9 @@ class ErrorCapture:
             if len(message) <= config.max_message_chars
             else events.truncate(message, config.max_message_chars),
             "timestamp": timestamp,
-            "context": self.state.scrubber(context),
+            "context": state.scrubber(context),
             "origin": origin,
-            "instance_id": self.state.instance_id,
+            "instance_id": state.instance_id,
         }
         if error_type:
             event["error_type"] = error_type
@@ -285,15 +293,12 @@ class ErrorCapture:
             event["suppressed"] = suppressed
         if category:
             event["category"] = category
-        self._remember(event)  # before it is sent, so that an echo can never beat it back
-        return event
-
-    def _remember(self, event: Mapping[str, Any]) -> None:
-        """What we publish, so that its echo (a re-log of the received message) is not."""
-        self.recent_ids.append(event["error_id"])
-        message = event.get("message")
-        if isinstance(message, str) and len(message) >= 8:
+        # What we publish, remembered before it is sent so that its echo (a re-log of the
+        # received message) can never beat it back: see is_echo.
+        self.recent_ids.append(error_id)
+        if len(message) >= 8:
             self.recent_messages.append(message)
+        return event
 
     def is_echo(self, record: logging.LogRecord, text: str) -> bool:
         if getattr(record, "error_id", None) in self.recent_ids:

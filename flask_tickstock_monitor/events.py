@@ -104,16 +104,19 @@ def _uuid_text(number: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-# A process's ids in waiting: 60 random bits for the process (new in a forked child) above a
+# A process's ids in waiting: 64 random bits for the process (new in a forked child) above a
 # counter. Taking a number costs one C call; its text is made later, the same every time.
 _id_numbers = itertools.count()
 _id_salt = 0
+_id_prefix = ""  # the salt's text: the first 19 characters of each of this process's ids
 _COUNTER_BITS = (1 << 62) - 1  # below the UUID's variant bits
+_VARIANT = 0x8000 << 48
 
 
 def _new_id_salt() -> None:
-    global _id_salt
+    global _id_salt, _id_prefix
     _id_salt = random.getrandbits(64) << 64
+    _id_prefix = _uuid_text(_id_salt)[:19]
 
 
 _new_id_salt()
@@ -129,8 +132,10 @@ def id_number() -> int:
 def id_text(number: int) -> str:
     """The UUID string of an :func:`id_number`: the same string however often it is asked.
     The counter is scrambled by an odd multiplier (one to one), so ids do not look serial."""
-    counter = (number & _COUNTER_BITS) * 0x9E3779B97F4A7C15 & _COUNTER_BITS
-    return _uuid_text(number & ~_COUNTER_BITS | counter)
+    salt = number & ~_COUNTER_BITS
+    prefix = _id_prefix if salt == _id_salt else _uuid_text(salt)[:19]  # else: made before a fork
+    low = "%016x" % ((number & _COUNTER_BITS) * 0x9E3779B97F4A7C15 & _COUNTER_BITS | _VARIANT)
+    return f"{prefix}{low[:4]}-{low[4:]}"
 
 
 def truncate(text: str, limit: int) -> str:
@@ -197,6 +202,7 @@ class Scrubber:
         if len(value) > self.max_items:
             return False
         budget = self.max_bytes // 6  # JSON escaping can grow a character to six
+        verdicts = self._verdicts
         for key, item in value.items():
             kind = type(item)
             if kind is str:
@@ -208,7 +214,10 @@ class Scrubber:
                     return False
             elif not (kind is int or item is None or kind is bool):
                 return False
-            if type(key) is not str or self.is_secret_key(key):
+            if type(key) is not str:
+                return False
+            secret = verdicts.get(key)
+            if secret or secret is None and self.is_secret_key(key):
                 return False
             budget -= len(key) + 24
             if budget < 0:

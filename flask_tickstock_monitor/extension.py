@@ -115,13 +115,14 @@ class MonitorState:
     def submit(self, item: Outgoing) -> bool:
         return self.active and self.publisher.submit(item)
 
-    def _on_published(self, published: list[tuple[Outgoing, dict[str, Any]]]) -> None:
+    def _on_published(self, published: list[Outgoing]) -> None:
         """After each batch reached Redis: the seed card's log lines and the signals."""
         logging_info = log.isEnabledFor(logging.INFO)
         errors_heard = bool(signals.error_published.receivers)
         if not (logging_info or errors_heard or signals.health_published.receivers):
             return  # nobody listens: skip the walk over the batch
-        for item, event in published:
+        for item in published:
+            event = item.resolve()  # built already: resolve only returns it
             if item.kind == "error":
                 if logging_info:
                     log.info(

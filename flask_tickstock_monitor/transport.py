@@ -204,7 +204,7 @@ class Publisher:
         batch_size: int = 512,
         exit_flush_timeout: float = 2.0,
         linger: float = 0.02,
-        on_published: Callable[[list[tuple[Outgoing, dict[str, Any]]]], None] | None = None,
+        on_published: Callable[[list[Outgoing]], None] | None = None,
         on_dropped: Callable[[str, int], None] | None = None,
         name: str = "tickstock-monitor-publisher",
     ):
@@ -410,7 +410,7 @@ class Publisher:
             pass
         self._in_flight = len(batch)
         try:
-            events: list[tuple[Outgoing, dict[str, Any]]] = []
+            sent: list[Outgoing] = []  # each with its payload built
             messages: list[Message] = []
             stores: list[Stored] = []
             for item in batch:
@@ -424,7 +424,7 @@ class Publisher:
                     log.warning("could not build a %s message", item.kind, exc_info=True)
                     self.count_drop("format_error")
                     continue
-                events.append((item, payload))
+                sent.append(item)
                 messages.append((item.channel, data))
                 if item.store_key:
                     stores.append((item.store_key, data, max(1, int(item.ttl * 1000))))
@@ -445,7 +445,7 @@ class Publisher:
             self.published += len(messages)
             if self.on_published is not None:
                 try:
-                    self.on_published(events)
+                    self.on_published(sent)
                 except Exception:
                     log.debug("on_published callback failed", exc_info=True)
         finally:
