@@ -265,10 +265,11 @@ class Scrubber:
 
 
 #: An exception reduced to what its traceback needs, on the thread that raised it: for each
-#: exception of the chain, oldest first, (type, message, [(code, instruction offset)], note that
-#: follows it). Code objects and types live as long as the program does; frames, which hold a
-#: request's objects, are not kept. Names and line numbers are looked up later, off that thread.
-ExceptionData = list[tuple[type, str, list[tuple[types.CodeType, int]], str]]
+#: exception of the chain, oldest first, (type, message, frames, note that follows it), where
+#: frames is flat: code object, instruction offset, code object, offset, … (one list to allocate,
+#: not a tuple a frame). Code objects and types live as long as the program does; frames, which
+#: hold a request's objects, are not kept. Names and lines are looked up later, off that thread.
+ExceptionData = list[tuple[type, str, list[Any], str]]
 
 
 def extract_exception(exc: BaseException) -> ExceptionData:
@@ -296,14 +297,13 @@ def extract_exception(exc: BaseException) -> ExceptionData:
     return [_extract_one(error, note) for error, note in reversed(chain)]
 
 
-def _extract_one(
-    error: BaseException, note: str
-) -> tuple[type, str, list[tuple[types.CodeType, int]], str]:
-    frames: list[tuple[types.CodeType, int]] = []
+def _extract_one(error: BaseException, note: str) -> tuple[type, str, list[Any], str]:
+    frames: list[Any] = []
     append = frames.append
     tb: types.TracebackType | None = error.__traceback__
     while tb is not None:
-        append((tb.tb_frame.f_code, tb.tb_lasti))
+        append(tb.tb_frame.f_code)
+        append(tb.tb_lasti)
         tb = tb.tb_next
     try:
         message = str(error)
@@ -332,7 +332,7 @@ def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
     for kind, message, frames, note in data:
         if frames:
             parts.append("Traceback (most recent call last):\n")
-        for code, offset in frames:
+        for code, offset in zip(frames[::2], frames[1::2], strict=True):
             filename, lineno = code.co_filename, line_number(code, offset)
             parts.append(f'  File "{filename}", line {lineno}, in {code.co_name}\n')
             line = linecache.getline(filename, lineno).strip() if lineno else ""
