@@ -12,6 +12,7 @@ import inspect
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -157,6 +158,7 @@ class ErrorCapture:
         self.recent_messages: deque[str] = deque(maxlen=256)
         self.log_handler: MonitorLogHandler | None = None
         self._handlers_wrapped = False
+        self._app_ref: weakref.ref[Flask] | None = None
         self.signal_receivers: list[tuple[Any, Callable[..., None]]] = []
         #: Called with each queued error item besides the publisher (the durable error log),
         #: so that they do not depend on Redis. A sink must not block.
@@ -310,7 +312,10 @@ class ErrorCapture:
     def attach_to_app(self, app: Flask) -> None:
         from flask import got_request_exception
 
-        got_request_exception.connect(self._on_request_exception, app, weak=False)
+        # Weakly: the app holds this capture (app.extensions), and a strong reference from
+        # Flask's module-level signal would keep every app that ever had a monitor alive.
+        got_request_exception.connect(self._on_request_exception, app)
+        self._app_ref = weakref.ref(app)
         if self.state.config.capture_5xx:
             app.before_request(self._before_request)
             app.after_request(self._after_request)
@@ -363,6 +368,11 @@ class ErrorCapture:
         logging.getLogger().addHandler(self.log_handler)
 
     def detach(self) -> None:
+        from flask import got_request_exception
+
+        app = self._app_ref() if self._app_ref is not None else None
+        if app is not None:
+            got_request_exception.disconnect(self._on_request_exception, app)
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler = None

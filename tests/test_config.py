@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import pytest
 from flask import Flask
@@ -193,3 +195,29 @@ def test_app_factory_pattern(tickstock_memory_url, tickstock_events):
         assert event["error_type"] == "KeyError"
     finally:
         monitor.shutdown(app=app)
+
+
+def test_an_app_shut_down_and_dropped_is_freed(tickstock_memory_url):
+    """Flask's got_request_exception is module-level: it must not keep our apps alive."""
+    monitor = TickStockMonitor()
+    apps = []
+    for name in ("dropped", "kept"):
+        app = Flask(name)
+        app.config.update(
+            TICKSTOCK_MONITOR_REDIS_URL=tickstock_memory_url, PROPAGATE_EXCEPTIONS=False
+        )
+        app.logger.disabled = True  # pytest keeps logged records, and so their tracebacks
+        monitor.init_app(app)
+        app.add_url_rule("/fail", "fail", lambda: 1 / 0)
+        assert app.test_client().get("/fail").status_code == 500
+        apps.append(app)
+    kept = apps.pop()
+    dropped = weakref.ref(apps.pop())
+    monitor.shutdown(app=dropped())
+    gc.collect()
+    assert dropped() is None
+    # the other app still publishes its unhandled exceptions
+    assert kept.test_client().get("/fail").status_code == 500
+    assert monitor.flush(2.0, app=kept)
+    assert monitor.stats(kept)["published"] >= 2
+    monitor.shutdown(app=kept)
