@@ -312,13 +312,21 @@ def _extract_one(error: BaseException, note: str) -> tuple[type, str, list[Any],
     return (type(error), message, frames, note)
 
 
-@functools.lru_cache(maxsize=4096)
 def line_number(code: types.CodeType, offset: int) -> int | None:
     """The line of the instruction at ``offset`` in ``code``: what ``tb_lineno`` reports."""
     for start, end, line in code.co_lines():
         if start <= offset < end:
             return line
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _frame_text(code: types.CodeType, offset: int) -> str:
+    """A frame's two lines of a traceback. Errors recur at the same places: made once each."""
+    filename, lineno = code.co_filename, line_number(code, offset)
+    text = f'  File "{filename}", line {lineno}, in {code.co_name}\n'
+    line = linecache.getline(filename, lineno).strip() if lineno else ""
+    return f"{text}    {line}\n" if line else text
 
 
 def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
@@ -332,12 +340,7 @@ def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
     for kind, message, frames, note in data:
         if frames:
             parts.append("Traceback (most recent call last):\n")
-        for code, offset in zip(frames[::2], frames[1::2], strict=True):
-            filename, lineno = code.co_filename, line_number(code, offset)
-            parts.append(f'  File "{filename}", line {lineno}, in {code.co_name}\n')
-            line = linecache.getline(filename, lineno).strip() if lineno else ""
-            if line:
-                parts.append(f"    {line}\n")
+        parts.extend(map(_frame_text, frames[::2], frames[1::2]))
         type_name = type_name_of(kind)
         parts.append(f"{type_name}: {message}\n" if message else f"{type_name}\n")
         if note:
