@@ -427,6 +427,9 @@ class ErrorLog(Plane):
             self._buffer.clear()
         if left:
             self.count_drop("shutdown", left)
+        engine, self._engine = self._engine, None
+        if engine is not None and self._pid == os.getpid():
+            engine.dispose()  # close our connections now, not whenever the engine is collected
         return flushed
 
     # the writer thread --------------------------------------------------------------------------
