@@ -106,7 +106,7 @@ def _uuid_text(number: int) -> str:
 
 # A process's ids in waiting: 64 random bits for the process (new in a forked child) above a
 # counter. Taking a number costs one C call; its text is made later, the same every time.
-_id_numbers = itertools.count()
+_id_numbers = itertools.count(1)  # 0 would scramble to 0: an id ending in 8000-000000000000
 _id_salt = 0
 _id_prefix = ""  # the salt's text: the first 19 characters of each of this process's ids
 _COUNTER_BITS = (1 << 62) - 1  # below the UUID's variant bits
