@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, current_app, g, got_request_exception, has_request_context, request
 
 from . import events
 from .transport import Dropped, Outgoing, on_monitoring_thread
@@ -163,10 +163,6 @@ class ErrorCapture:
         #: Called with each queued error item besides the publisher (the durable error log),
         #: so that they do not depend on Redis. A sink must not block.
         self.sinks: list[Callable[[Outgoing], None]] = []
-        # read once per event on the caller's thread: looked up once here (the config is frozen)
-        self._channel = config.channel_errors
-        self._errors_enabled = config.errors_enabled
-        self._build_event = self._build
 
     # the one entry point -------------------------------------------------------------------------
 
@@ -189,7 +185,7 @@ class ErrorCapture:
         ``want_id=False`` (the automatic hooks, which never read it): the id is made on the
         publisher thread instead, a couple of microseconds off the request."""
         state = self.state
-        if not state.active or not self._errors_enabled:
+        if not state.active or not state.config.errors_enabled:
             return None
         if severity not in events.SEVERITIES:
             raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
@@ -222,9 +218,9 @@ class ErrorCapture:
         timestamp = time.time()
         # positional (channel, payload, build, kind, args, severity): 4x cheaper than keywords
         item = Outgoing(
-            self._channel,
+            state.config.channel_errors,
             None,
-            self._build_event,
+            self._build,
             "error",
             (
                 error_id,
@@ -241,9 +237,8 @@ class ErrorCapture:
             ),
             severity,
         )
-        if self.sinks:
-            for sink in self.sinks:
-                sink(item)
+        for sink in self.sinks:
+            sink(item)
         accepted = state.publisher.submit(item)
         return error_id if accepted and want_id else None  # type: ignore[return-value]
 
@@ -310,8 +305,6 @@ class ErrorCapture:
     # Flask ------------------------------------------------------------------------------------
 
     def attach_to_app(self, app: Flask) -> None:
-        from flask import got_request_exception
-
         # Weakly: the app holds this capture (app.extensions), and a strong reference from
         # Flask's module-level signal would keep every app that ever had a monitor alive.
         got_request_exception.connect(self._on_request_exception, app)
@@ -368,8 +361,6 @@ class ErrorCapture:
         logging.getLogger().addHandler(self.log_handler)
 
     def detach(self) -> None:
-        from flask import got_request_exception
-
         app = self._app_ref() if self._app_ref is not None else None
         if app is not None:
             got_request_exception.disconnect(self._on_request_exception, app)

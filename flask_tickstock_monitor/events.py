@@ -269,7 +269,8 @@ class Scrubber:
 #: frames is flat: code object, instruction offset, code object, offset, … (one list to allocate,
 #: not a tuple a frame). Code objects and types live as long as the program does; frames, which
 #: hold a request's objects, are not kept. Names and lines are looked up later, off that thread.
-ExceptionData = list[tuple[type, str, list[Any], str]]
+ExceptionInfo = tuple[type, str, list[Any], str]
+ExceptionData = list[ExceptionInfo]
 
 
 def extract_exception(exc: BaseException) -> ExceptionData:
@@ -297,7 +298,7 @@ def extract_exception(exc: BaseException) -> ExceptionData:
     return [_extract_one(error, note) for error, note in reversed(chain)]
 
 
-def _extract_one(error: BaseException, note: str) -> tuple[type, str, list[Any], str]:
+def _extract_one(error: BaseException, note: str) -> ExceptionInfo:
     frames: list[Any] = []
     append = frames.append
     tb: types.TracebackType | None = error.__traceback__
@@ -341,7 +342,7 @@ def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
         if frames:
             parts.append("Traceback (most recent call last):\n")
         parts.extend(map(_frame_text, frames[::2], frames[1::2]))
-        type_name = type_name_of(kind)
+        type_name = _type_name(kind)
         parts.append(f"{type_name}: {message}\n" if message else f"{type_name}\n")
         if note:
             parts.append(note)
@@ -356,7 +357,7 @@ _CAUSE = "\nThe above exception was the direct cause of the following exception:
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
-def type_name_of(kind: type) -> str:
+def _type_name(kind: type) -> str:
     """How a traceback names an exception type: qualified unless it is a builtin."""
     module = kind.__module__
     if module in ("builtins", "__main__"):
