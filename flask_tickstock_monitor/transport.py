@@ -123,9 +123,10 @@ class Outgoing:
     def resolve(self) -> dict[str, Any]:
         """The message, built once: another consumer (the error log) reuses what was built.
         The two may build it at the same time, which is harmless: a build is deterministic
-        (the same ``error_id``). Once built, ``args`` are let go (they may hold an exception
-        and its frames); they are read before ``payload``, which is set before they are
-        cleared, so a concurrent resolve sees either the arguments or the message."""
+        (the same ``error_id``). Once built, ``args`` are let go (an error's context and
+        traceback data, while the item waits in a batch or the error log's buffer); they are
+        read before ``payload``, which is set before they are cleared, so a concurrent resolve
+        sees either the arguments or the message."""
         args = self.args
         payload = self.payload
         if payload is None:
