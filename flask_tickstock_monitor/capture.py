@@ -268,24 +268,23 @@ class ErrorCapture:
         message = str(message)
         if not isinstance(error_id, str):
             error_id = events.id_text(error_id)
-        event: dict[str, Any] = {
-            "type": "application_error",
-            "error_id": error_id,
-            "source": config.source,
-            "severity": severity,
-            "component": component or config.component,
-            "message": message
+        event = events.error_event(
+            config.source,
+            component or config.component,
+            severity,
+            message
             if len(message) <= config.max_message_chars
             else events.truncate(message, config.max_message_chars),
-            "timestamp": timestamp,
-            "context": state.scrubber(context),
-            "origin": origin,
-            "instance_id": state.instance_id,
-        }
-        if error_type:
-            event["error_type"] = error_type
-        if exc_data and exc_data[-1][2]:
-            event["traceback"] = events.format_traceback(exc_data, config.max_traceback_chars)
+            timestamp,
+            error_id,
+            error_type,
+            events.format_traceback(exc_data, config.max_traceback_chars)
+            if exc_data and exc_data[-1][2]
+            else None,
+            state.scrubber(context),
+        )
+        event["origin"] = origin
+        event["instance_id"] = state.instance_id
         if suppressed:
             event["suppressed"] = suppressed
         if category:

@@ -72,6 +72,7 @@ class MonitoringPublisher:
                 f"severity must be one of {events.SEVERITIES}, got {error_data['severity']!r}"
             )
         known = {"severity", "component", "message", "timestamp", "context", "error_id", "source"}
+        extra = {k: v for k, v in error_data.items() if k not in known}
         event = events.error_event(
             error_id=error_data.get("error_id"),
             source=error_data.get("source") or self.source,
@@ -79,9 +80,11 @@ class MonitoringPublisher:
             severity=error_data["severity"],
             message=str(error_data["message"]),
             timestamp=float(error_data.get("timestamp") or time.time()),
+            error_type=extra.pop("error_type", None),
+            traceback_text=extra.pop("traceback_text", None),
             context=self.scrubber(dict(error_data.get("context") or {})),
-            **{k: v for k, v in error_data.items() if k not in known},
         )
+        event.update(extra)
         accepted = self.transport.submit(Outgoing(self.errors_channel, payload=event, kind="error"))
         self.errors_published += accepted
         return accepted
