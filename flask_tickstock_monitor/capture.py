@@ -163,6 +163,9 @@ class ErrorCapture:
         #: Called with each queued error item besides the publisher (the durable error log),
         #: so that they do not depend on Redis. A sink must not block.
         self.sinks: list[Callable[[Outgoing], None]] = []
+        # Bound once: ``self._build`` would make a new method object (one more object for the
+        # garbage collector to track while the item waits in the queue) for every event.
+        self._builder = self._build
 
     # the one entry point -------------------------------------------------------------------------
 
@@ -220,7 +223,7 @@ class ErrorCapture:
         item = Outgoing(
             state.config.channel_errors,
             None,
-            self._build,
+            self._builder,
             "error",
             (
                 error_id,
