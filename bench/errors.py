@@ -2,7 +2,9 @@
 
 Baselines measured in the same run: a bare erroring request (no monitor) and a synchronous
 PUBLISH per error, which is what the seed card's ``MonitoringPublisher`` does (redis-py client
-with the seed card's ``socket_timeout: 5``).
+with the seed card's ``socket_timeout: 5``). For the sustained rate, two ceilings:
+``redis-benchmark``'s pipelined PUBLISH (the server) and a bare Python pipeline (a deque and a
+thread that sends what it takes), which is the most one interpreter can do per event.
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
+import threading
 import time
+from collections import deque
 from typing import Any
 
+import orjson
 import redis
 from flask import Flask
 from flask.logging import default_handler
 
-from flask_tickstock_monitor import TickStockMonitor
+from flask_tickstock_monitor import TickStockMonitor, events, topology
 
 from .common import median, percentile, redis_server
 
@@ -179,6 +185,60 @@ def sustained(url: str, count: int = 300_000) -> dict[str, Any]:
     }
 
 
+def python_floor(port: int, count: int = 300_000) -> float:
+    """The least one Python process can do per event, as the ceiling for ours: the caller
+    appends a tuple (with an id from the same generator) to a deque; a thread makes the same
+    JSON object with orjson and sends 1,024 PUBLISHes at a time on a raw socket. No snapshot,
+    no scrubbing, no stats."""
+    queue: deque[tuple[str, str, dict[str, int], float]] = deque()
+    sock = socket.create_connection(("127.0.0.1", port))
+    done = threading.Event()
+
+    def drain() -> None:
+        sent = 0
+        while sent < count:
+            if not queue:
+                time.sleep(0.0002)
+                continue
+            batch = [queue.popleft() for _ in range(min(1024, len(queue)))]
+            messages = [
+                (
+                    "tickstock:errors",
+                    orjson.dumps(
+                        {
+                            "type": "application_error",
+                            "error_id": error_id,
+                            "source": "TickStockAppV2",
+                            "severity": "error",
+                            "component": "bench",
+                            "message": message,
+                            "timestamp": timestamp,
+                            "context": context,
+                            "origin": "explicit",
+                            "instance_id": "bench",
+                        }
+                    ),
+                )
+                for error_id, message, context, timestamp in batch
+            ]
+            sock.sendall(topology._pack_publishes(b"PUBLISH", messages))
+            topology._read_line_replies(sock, len(messages))
+            sent += len(messages)
+        done.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    started = time.perf_counter()
+    for i in range(count):
+        queue.append((events.new_id(), "sustained", {"i": i}, time.time()))
+        if not i % 1024:
+            while len(queue) > 8 * 1024:
+                time.sleep(0.0005)
+    done.wait(120)
+    elapsed = time.perf_counter() - started
+    sock.close()
+    return count / elapsed
+
+
 def sync_sustained(url: str, count: int = 20_000) -> float:
     client = redis.Redis.from_url(url, socket_timeout=5)
     started = time.perf_counter()
@@ -240,6 +300,8 @@ def run() -> dict[str, Any]:
         runs = [sustained(server.url) for _ in range(SUSTAINED_RUNS)]
         results["sustained"] = sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2]
         results["sustained"]["runs_per_s"] = [r["events_per_s"] for r in runs]
+        floors = sorted(python_floor(server.port) for _ in range(SUSTAINED_RUNS))
+        results["python_floor_per_s"] = floors[len(floors) // 2]
         results["sync_sustained_per_s"] = sync_sustained(server.url)
         results["redis_benchmark_per_s"] = redis_benchmark_ceiling(server.port)
     return results
@@ -279,7 +341,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             + " / ".join(f"{r / 1000:.0f}k" for r in results["sustained"]["runs_per_s"])
             + ")",
             ">= 150,000/s",
-            f"sync publish {results['sync_sustained_per_s']:,.0f}/s; redis-benchmark -P 64 "
+            f"sync publish {results['sync_sustained_per_s']:,.0f}/s; bare Python pipeline "
+            f"{results['python_floor_per_s']:,.0f}/s; redis-benchmark -P 64 "
             + (f"{ceiling:,.0f}/s" if ceiling else "n/a"),
         ],
     ]
