@@ -180,10 +180,6 @@ def _ping_ms(client: Any) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 @tickstock.command("health")
 @with_appcontext
 def health_command() -> None:
@@ -261,7 +257,7 @@ def listen_command(
         try:
             message: Any = events.parse(data, 1_048_576)
         except events.InvalidMessage as exc:
-            message = {"_invalid": exc.reason, "_raw": _text(data)[:1000]}
+            message = {"_invalid": exc.reason, "_raw": topology.as_text(data)[:1000]}
         if as_json:
             click.echo(json.dumps({"channel": channel, "message": message}, sort_keys=True))
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -530,6 +530,88 @@ def open_pubsub(client: Any, *, reconnecting: bool) -> Any:
 SUBSCRIBED_TYPES = ("subscribe", "ssubscribe")
 DATA_TYPES = ("message", "pmessage", "smessage")
 
+#: What a receiver returns for a reply that is not a message (a PONG, a subscribe confirmation):
+#: the connection is alive, nothing to deliver.
+HEARD = ("", b"")
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - depends on the install ('fast' extra)
+    hiredis = None  # type: ignore[assignment]
+
+
+def receiver(pubsub: Any, timeout: float) -> Callable[[], tuple[str, Any] | None]:
+    """A function that waits up to ``timeout`` seconds for the next reply on ``pubsub`` and
+    returns ``(channel, data)`` for a message, :data:`HEARD` for any other reply, or ``None``.
+
+    On a plain redis-py PubSub over a socket (with hiredis installed), replies are read off the
+    socket by a hiredis reader of our own: redis-py's ``get_message`` costs 10-20 us a message
+    on this path (a poll object made per call, the socket's timeout set and restored, a retry
+    wrapper, a dict per message), which is most of what a subscriber's latency is above a bare
+    socket's. Only once redis-py's own reader holds nothing: what it buffered is not ours to
+    take. Anything else (cluster, sentinel, the embedded server) goes through ``get_message``.
+    """
+    direct = _socket_receiver(pubsub, timeout)
+    if direct is not None:
+        return direct
+
+    def receive() -> tuple[str, Any] | None:
+        message = pubsub.get_message(timeout=timeout)
+        if message is None:
+            return None
+        if message["type"] in DATA_TYPES:
+            return as_text(message["channel"]), message["data"]
+        return HEARD
+
+    return receive
+
+
+def _socket_receiver(pubsub: Any, timeout: float) -> Callable[[], tuple[str, Any] | None] | None:
+    if hiredis is None or type(pubsub) is not redis.client.PubSub:
+        return None
+    conn: Any = pubsub.connection
+    if is_embedded(conn):  # fakeredis: its "socket" is an object in this process
+        return None
+    sock: Any = getattr(conn, "_sock", None)
+    parser = getattr(conn, "_parser", None)
+    theirs: Any = getattr(parser, "_reader", None)
+    if not (hasattr(sock, "recv") and hasattr(sock, "settimeout") and hasattr(theirs, "has_data")):
+        return None
+    if theirs.has_data() or getattr(parser, "_next_response", False) is not False:
+        return None
+    options: dict[str, Any] = {
+        "protocolError": redis.exceptions.InvalidResponse,
+        "replyError": redis.exceptions.ResponseError,
+    }
+    if conn.encoder.decode_responses:  # the same types the app's own client would hand over
+        options["encoding"] = conn.encoder.encoding
+        options["errors"] = conn.encoder.encoding_errors
+    reader = hiredis.Reader(**options)
+    sock.settimeout(timeout)  # this connection is the subscription's alone, until it closes
+
+    def receive() -> tuple[str, Any] | None:
+        reply = reader.gets()
+        while reply is False:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                return None  # a partial reply stays in the reader for the next call
+            if not data:
+                raise redis.ConnectionError("Connection closed by server.")
+            reader.feed(data)
+            reply = reader.gets()
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, list) and len(reply) >= 3:
+            kind = as_text(reply[0])
+            if kind == "message":
+                return as_text(reply[1]), reply[2]
+            if kind == "pmessage" and len(reply) == 4:
+                return as_text(reply[2]), reply[3]
+        return HEARD
+
+    return receive
+
 
 # --- diagnostics -----------------------------------------------------------------------------
 
@@ -549,7 +631,7 @@ def channel_counts(
         reply = server.execute_command(
             "PUBSUB", "SHARDCHANNELS" if sharded else "CHANNELS", pattern
         )
-        for channel, count in _numsub(server, [_text(c) for c in reply], sharded):
+        for channel, count in _numsub(server, [as_text(c) for c in reply], sharded):
             counts[channel] += count
     return dict(sorted(counts.items()))
 
@@ -586,10 +668,11 @@ def _numsub(server: Any, channels: list[str], sharded: bool) -> list[tuple[str, 
     if not channels:
         return []
     reply = server.execute_command("PUBSUB", "SHARDNUMSUB" if sharded else "NUMSUB", *channels)
-    return [(_text(channel), int(count)) for channel, count in _pairs(reply)]
+    return [(as_text(channel), int(count)) for channel, count in _pairs(reply)]
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A channel name or payload as text, whether the client decodes responses or not."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

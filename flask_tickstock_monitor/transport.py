@@ -579,7 +579,7 @@ class Subscription:
         while pending:  # wait for every subscribe confirmation before calling it connected
             message = pubsub.get_message(timeout=0.2)
             if message and message["type"] in topology.SUBSCRIBED_TYPES:
-                pending.discard(_text(message["channel"]))
+                pending.discard(topology.as_text(message["channel"]))
             elif message and message["type"] in topology.DATA_TYPES:
                 self._dispatch(message)
             if time.monotonic() > deadline:
@@ -594,16 +594,17 @@ class Subscription:
         self.breaker.succeeded()
         if self.on_connect is not None:
             self._safe(self.on_connect, first)
+        receive = topology.receiver(pubsub, 0.25)
         last_heard = time.monotonic()
         probe_sent: float | None = None
         while not self._stop.is_set():
-            message = pubsub.get_message(timeout=0.25)
+            got = receive()
             now = time.monotonic()
-            if message is not None:
+            if got is not None:
                 last_heard = now
                 probe_sent = None
-                if message["type"] in topology.DATA_TYPES:
-                    self._dispatch(message)
+                if got is not topology.HEARD:
+                    self._deliver(*got)
                 continue
             if probe_sent is not None:
                 if now - probe_sent > self.probe_timeout:
@@ -613,8 +614,11 @@ class Subscription:
                 probe_sent = now
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        self._deliver(topology.as_text(message["channel"]), message["data"])
+
+    def _deliver(self, channel: str, data: Any) -> None:
         self.received += 1
-        self._safe(self.on_message, _text(message["channel"]), message["data"])
+        self._safe(self.on_message, channel, data)
 
     def _safe(self, callback: Callable[..., Any], *args: Any) -> None:
         try:
@@ -630,7 +634,3 @@ class Subscription:
                 pubsub.close()
             except Exception:
                 pass
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

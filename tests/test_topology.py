@@ -1,12 +1,16 @@
-"""Topology URLs and config keys; sharded pub/sub and channel counts on one redis-server."""
+"""Topology URLs and config keys; sharded pub/sub, channel counts and the subscription's
+receiver on one redis-server."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import redis
 from topologies import wait_for
 
+from flask_tickstock_monitor import topology
 from flask_tickstock_monitor.config import ConfigurationError
 from flask_tickstock_monitor.topology import (
     Topology,
@@ -124,3 +128,76 @@ def test_channel_counts_classic(redis_server):
     finally:
         for pubsub in pubsubs:
             pubsub.close()
+
+
+# --- the subscription's receiver ----------------------------------------------------------
+
+
+def subscribed(client, channel):
+    pubsub = client.pubsub()
+    pubsub.subscribe(channel)
+    deadline = time.monotonic() + 5
+    while pubsub.get_message(timeout=0.1) is None:  # the confirmation
+        assert time.monotonic() < deadline
+    return pubsub
+
+
+def receive_one(receive, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = receive()
+        if got is not None:
+            return got
+    raise AssertionError("nothing received")
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_receiver_reads_the_socket_itself(redis_server, protocol):
+    pytest.importorskip("hiredis")
+    client = topology.connect(redis_server.url, socket_timeout=2.0, protocol=protocol)
+    pubsub = subscribed(client, "a")
+    pubsub.get_message = None  # redis-py's path must not be taken
+    receive = topology.receiver(pubsub, 0.05)
+    assert receive() is None  # nothing yet: back after the timeout
+    publisher = redis_server.client()
+    publisher.publish("a", b"1")
+    assert receive_one(receive) == ("a", b"1")
+    big = b"x" * 300_000  # several reads of the socket for one reply
+    publisher.publish("a", big)
+    publisher.publish("a", b"after")
+    assert receive_one(receive) == ("a", big)
+    assert receive_one(receive) == ("a", b"after")
+    pubsub.ping()
+    assert receive_one(receive) is topology.HEARD
+    pubsub.connection.send_command("NO-SUCH-COMMAND")  # an error reply
+    with pytest.raises(redis.ResponseError):
+        receive_one(receive)
+    publisher.client_kill_filter(_type="pubsub")
+    with pytest.raises(redis.ConnectionError):
+        receive_one(receive)
+    client.close()
+
+
+def test_receiver_gives_text_to_a_decoding_client(redis_server):
+    pytest.importorskip("hiredis")
+    client = redis_server.client(decode_responses=True)
+    pubsub = subscribed(client, "a")
+    receive = topology.receiver(pubsub, 0.05)
+    redis_server.client().publish("a", "é")
+    assert receive_one(receive) == ("a", "é")
+    pubsub.close()
+
+
+def test_receiver_leaves_what_redis_py_buffered_to_redis_py(redis_server):
+    client = redis_server.client()
+    pubsub = subscribed(client, "a")
+    publisher = redis_server.client()
+    publisher.publish("a", b"1")
+    publisher.publish("a", b"2")
+    time.sleep(0.1)  # both on the socket: redis-py reads them in one go, returns the first
+    assert pubsub.get_message(timeout=1)["data"] == b"1"
+    receive = topology.receiver(pubsub, 0.05)
+    assert receive_one(receive) == ("a", b"2")  # from redis-py's buffer, not lost
+    publisher.publish("a", b"3")
+    assert receive_one(receive) == ("a", b"3")
+    pubsub.close()

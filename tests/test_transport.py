@@ -323,6 +323,23 @@ def test_subscription_reconnects_and_resubscribes(redis_server):
         sub.stop()
 
 
+def test_subscription_on_the_embedded_server():
+    client = connect("memory://subscription-test")
+    received = []
+    sub = Subscription(lambda: client, ["a"], lambda ch, data: received.append((ch, data)))
+    sub.start()
+    try:
+        assert sub.wait_connected(5)
+        client.publish("a", "1")
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert received == [("a", b"1")]
+        assert sub.connects == 1 and sub.last_error is None
+    finally:
+        sub.stop()
+
+
 def test_subscription_detects_a_half_open_connection(redis_server):
     client = connect(redis_server.url, socket_timeout=0.5)
     sub = Subscription(
