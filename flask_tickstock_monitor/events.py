@@ -93,35 +93,38 @@ _V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _V4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
-def new_id() -> str:
-    """A random (version 4) UUID string. ``random`` is reseeded in forked children; this is
-    3x cheaper than ``uuid.uuid4()`` on the request thread, and the ids are not secrets."""
-    return _uuid_text(random.getrandbits(128))
-
-
 def _uuid_text(number: int) -> str:
     h = "%032x" % (number & _V4_CLEAR | _V4_SET)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-# A process's ids in waiting: 64 random bits for the process (new in a forked child) above a
-# counter. Taking a number costs one C call; its text is made later, the same every time.
-_id_numbers = itertools.count(1)  # 0 would scramble to 0: an id ending in 8000-000000000000
+# A process's ids: 80 random bits for the process (new in a forked child: the salt, the first
+# 24 characters of each id, with the version 4 and variant bits set) above a 48-bit counter,
+# scrambled by an odd multiplier (one to one), so ids do not look serial. An id costs one
+# format of the counter; ``id_number`` takes the number now and lets ``id_text`` make the text
+# later (on the publisher thread), the same text however often it is asked.
+_id_numbers = itertools.count(1)
 _id_salt = 0
-_id_prefix = ""  # the salt's text: the first 19 characters of each of this process's ids
-_COUNTER_BITS = (1 << 62) - 1  # below the UUID's variant bits
-_VARIANT = 0x8000 << 48
+_id_prefix = ""
+_COUNTER_BITS = (1 << 48) - 1
+_SCRAMBLE = 0x9E3779B97F4A7C15
 
 
 def _new_id_salt() -> None:
     global _id_salt, _id_prefix
-    _id_salt = random.getrandbits(64) << 64
-    _id_prefix = _uuid_text(_id_salt)[:19]
+    _id_salt = random.getrandbits(80) << 48
+    _id_prefix = _uuid_text(_id_salt)[:24]
 
 
 _new_id_salt()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_id_salt)
+
+
+def new_id() -> str:
+    """A version 4 UUID string, unique to this process (random salt, counter): 3x cheaper than
+    ``uuid.uuid4()`` on the request thread. Ids are not secrets."""
+    return _id_prefix + "%012x" % (next(_id_numbers) * _SCRAMBLE & _COUNTER_BITS)
 
 
 def id_number() -> int:
@@ -130,12 +133,10 @@ def id_number() -> int:
 
 
 def id_text(number: int) -> str:
-    """The UUID string of an :func:`id_number`: the same string however often it is asked.
-    The counter is scrambled by an odd multiplier (one to one), so ids do not look serial."""
+    """The UUID string of an :func:`id_number`."""
     salt = number & ~_COUNTER_BITS
-    prefix = _id_prefix if salt == _id_salt else _uuid_text(salt)[:19]  # else: made before a fork
-    low = "%016x" % ((number & _COUNTER_BITS) * 0x9E3779B97F4A7C15 & _COUNTER_BITS | _VARIANT)
-    return f"{prefix}{low[:4]}-{low[4:]}"
+    prefix = _id_prefix if salt == _id_salt else _uuid_text(salt)[:24]  # else: made before a fork
+    return prefix + "%012x" % ((number & _COUNTER_BITS) * _SCRAMBLE & _COUNTER_BITS)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -300,11 +301,9 @@ def extract_exception(exc: BaseException) -> ExceptionData:
 
 def _extract_one(error: BaseException, note: str) -> ExceptionInfo:
     frames: list[Any] = []
-    append = frames.append
     tb: types.TracebackType | None = error.__traceback__
     while tb is not None:
-        append(tb.tb_frame.f_code)
-        append(tb.tb_lasti)
+        frames += (tb.tb_frame.f_code, tb.tb_lasti)  # fewer steps than two appends
         tb = tb.tb_next
     try:
         message = str(error)
