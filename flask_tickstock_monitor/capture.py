@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, g, got_request_exception, has_request_context, request
+from flask import Flask, current_app, got_request_exception, has_request_context, request
 
 from . import events
 from .transport import Dropped, Outgoing, on_monitoring_thread
@@ -25,9 +25,13 @@ from .transport import Dropped, Outgoing, on_monitoring_thread
 if TYPE_CHECKING:
     from .extension import MonitorState
 
+#: On an exception: it was published (however many hooks see it, one error is one event).
 _CAPTURED = "__tickstock_captured__"
-_G_CAPTURED = "_tickstock_captured"
-_G_HANDLED = "_tickstock_handled_exc"
+#: On the request object (one per request, where ``g`` may be shared by requests made in an
+#: app context pushed by the caller): what was captured in it, and the exception an error
+#: handler of the app turned into a response.
+_REQ_CAPTURED = "_tickstock_captured"
+_REQ_HANDLED = "_tickstock_handled_exc"
 
 
 def severity_for_level(levelno: int) -> str:
@@ -90,22 +94,9 @@ def exception_key(exc: BaseException) -> tuple[Any, ...]:
     return (type(exc), tb.tb_frame.f_code.co_filename, tb.tb_lineno)
 
 
-def mark_captured(exc: BaseException) -> bool:
-    """Mark ``exc`` as published; ``False`` if it already was (one error, one event)."""
-    if getattr(exc, _CAPTURED, False):
-        return False
-    try:
-        setattr(exc, _CAPTURED, True)
-    except (AttributeError, TypeError):  # exceptions with __slots__: rely on the request flag
-        pass
-    return True
-
-
-def request_snapshot(state: MonitorState) -> dict[str, Any]:
-    """The small, safe part of the current request (there must be one): never bodies, cookies
-    or IP by default."""
+def request_snapshot(state: MonitorState, req: Any) -> dict[str, Any]:
+    """The small, safe part of a request: never bodies, cookies or IP by default."""
     config = state.config
-    req = request._get_current_object()  # type: ignore[attr-defined]
     snapshot: dict[str, Any] = {"endpoint": req.endpoint, "method": req.method, "path": req.path}
     if config.include_query and req.args:
         snapshot["query"] = req.args.to_dict(flat=False)
@@ -116,6 +107,13 @@ def request_snapshot(state: MonitorState) -> dict[str, Any]:
     return snapshot
 
 
+def _note_handled(error: Any) -> None:
+    try:
+        request._get_current_object().__dict__[_REQ_HANDLED] = error  # type: ignore[attr-defined]
+    except RuntimeError:  # a handler called outside a request: nothing to note it on
+        pass
+
+
 def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
     if getattr(handler, _CAPTURED, False):
         return handler
@@ -123,7 +121,7 @@ def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
         @functools.wraps(handler)
         async def remember_async(error: Any) -> Any:
-            g._get_current_object().__dict__[_G_HANDLED] = error
+            _note_handled(error)
             return await handler(error)
 
         wrapped: Callable[[Any], Any] = remember_async
@@ -131,7 +129,7 @@ def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
         @functools.wraps(handler)
         def remember(error: Any) -> Any:
-            g._get_current_object().__dict__[_G_HANDLED] = error
+            _note_handled(error)
             return handler(error)
 
         wrapped = remember
@@ -167,6 +165,27 @@ class ErrorCapture:
         # garbage collector to track while the item waits in the queue) for every event.
         self._builder = self._build
 
+        # The request hooks as plain functions, not bound methods: Flask and blinker check
+        # every hook with ``inspect.iscoroutinefunction``, which takes a method apart first,
+        # and blinker holds a method weakly through a Python-level ``WeakMethod``; a function
+        # it holds through a plain weak reference. They live as long as this capture.
+        def on_request_exception(sender: Flask, exception: BaseException, **_: Any) -> None:
+            try:
+                req = request._get_current_object()  # type: ignore[attr-defined]
+            except RuntimeError:  # sent by hand outside a request
+                req = None
+            self._capture(
+                req, exception, None, "error", None, None, None, None, "unhandled", None, False
+            )
+
+        def after_request(response: Any) -> Any:
+            if response.status_code >= 500:
+                self._on_error_response(response)
+            return response
+
+        self._on_request_exception = on_request_exception
+        self._after_request = after_request
+
     # the one entry point -------------------------------------------------------------------------
 
     def capture(
@@ -187,19 +206,44 @@ class ErrorCapture:
 
         ``want_id=False`` (the automatic hooks, which never read it): the id is made on the
         publisher thread instead, a couple of microseconds off the request."""
+        if severity not in events.SEVERITIES:
+            raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
+        req = request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
+        return self._capture(
+            req, exc, message, severity, component, context, key, category, origin, http, want_id
+        )
+
+    def _capture(
+        self,
+        req: Any,
+        exc: BaseException | None,
+        message: str | None,
+        severity: str,
+        component: str | None,
+        context: Mapping[str, Any] | None,
+        key: Any,
+        category: str | None,
+        origin: str,
+        http: tuple[str, str | None] | None,
+        want_id: bool,
+    ) -> str | None:
+        """:meth:`capture` after its checks, with the current request (or ``None``) found by
+        the caller. Positional: the request hooks call it on every erroring request."""
         state = self.state
         if not state.active or not state.config.errors_enabled:
             return None
-        if severity not in events.SEVERITIES:
-            raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
-        if exc is not None and not mark_captured(exc):
-            return None
-        in_request = has_request_context()
-        if in_request:
-            flags = g._get_current_object().__dict__
-            if exc is not None and flags.get(_G_CAPTURED) is exc:
+        if exc is not None:
+            if getattr(exc, _CAPTURED, False):
                 return None
-            flags[_G_CAPTURED] = exc if exc is not None else True
+            try:
+                setattr(exc, _CAPTURED, True)
+            except (AttributeError, TypeError):  # exceptions with __slots__: the request flag
+                pass
+        if req is not None:
+            flags = req.__dict__
+            if exc is not None and flags.get(_REQ_CAPTURED) is exc:
+                return None
+            flags[_REQ_CAPTURED] = exc if exc is not None else True
         suppressed = 0
         if self.throttle.limit > 0:
             if key is None:
@@ -210,8 +254,8 @@ class ErrorCapture:
                 return None
         # a hook never reads the id: take a number now, make its text on the publisher thread
         error_id: str | int = events.new_id() if want_id else events.id_number()
-        if in_request:
-            fields = request_snapshot(state)
+        if req is not None:
+            fields = request_snapshot(state, req)
             if context:
                 fields.update(context)
         else:
@@ -330,28 +374,29 @@ class ErrorCapture:
         funcs = app.before_request_funcs
         funcs[None] = [f for f in funcs.get(None, ()) if f != self._before_request]
 
-    def _on_request_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
-        self.capture(exc=exception, severity="error", origin="unhandled", want_id=False)
-
-    def _after_request(self, response: Any) -> Any:
-        if response.status_code < 500:
-            return response
-        flags = g._get_current_object().__dict__
-        if flags.get(_G_CAPTURED):
-            return response
-        exc = flags.get(_G_HANDLED)
+    def _on_error_response(self, response: Any) -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        flags = req.__dict__
+        if flags.get(_REQ_CAPTURED):
+            return
+        exc = flags.get(_REQ_HANDLED)
         if exc is not None and getattr(exc, _CAPTURED, False):
-            return response
-        endpoint = request.endpoint
-        self.capture(
-            exc=exc,
-            context={"status": response.status_code},
-            key=("5xx", endpoint, response.status_code, type(exc)),
-            origin="handled_5xx",
-            http=(response.status, endpoint),
-            want_id=False,
+            return
+        endpoint = req.endpoint
+        status = response.status_code
+        self._capture(
+            req,
+            exc,
+            None,
+            "error",
+            None,
+            {"status": status},
+            ("5xx", endpoint, status, type(exc)),
+            None,
+            "handled_5xx",
+            (response.status, endpoint),
+            False,
         )
-        return response
 
     # logging ----------------------------------------------------------------------------------
 

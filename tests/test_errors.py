@@ -151,6 +151,32 @@ def test_plain_5xx_response_without_exception(setup):
     assert messages[1] == "HTTP 503 SERVICE UNAVAILABLE from down"  # abort() with no handler
 
 
+def test_each_request_in_a_pushed_app_context_is_its_own(setup):
+    # Requests made while the caller holds an app context share its ``g``: what one request
+    # captured must not hide the next request's 5xx.
+    app, monitor, recorder = setup()
+
+    @app.route("/boom")
+    def boom():
+        raise ValueError("first")
+
+    @app.route("/manual")
+    def manual():
+        return "nope", 500
+
+    client = app.test_client()
+    with app.app_context():
+        assert client.get("/boom").status_code == 500
+        assert client.get("/manual").status_code == 500
+    assert monitor.flush(2.0, app=app)
+    events = recorder.wait_count(CHANNEL, 2)
+    assert sorted(e["origin"] for e in events) == ["handled_5xx", "unhandled"]
+    assert {e["message"] for e in events} == {
+        "ValueError: first",
+        "HTTP 500 INTERNAL SERVER ERROR from manual",
+    }
+
+
 def test_handler_wrapping_keeps_our_frame_out_of_tracebacks(setup):
     app, monitor, recorder = setup()
 
