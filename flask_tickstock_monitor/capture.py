@@ -237,13 +237,11 @@ class ErrorCapture:
                 return None
             try:
                 setattr(exc, _CAPTURED, True)
-            except (AttributeError, TypeError):  # exceptions with __slots__: the request flag
-                pass
+            except (AttributeError, TypeError):  # cannot be marked: the request flag tells
+                if req is not None and req.__dict__.get(_REQ_CAPTURED) is exc:
+                    return None
         if req is not None:
-            flags = req.__dict__
-            if exc is not None and flags.get(_REQ_CAPTURED) is exc:
-                return None
-            flags[_REQ_CAPTURED] = exc if exc is not None else True
+            req.__dict__[_REQ_CAPTURED] = exc if exc is not None else True
         suppressed = 0
         if self.throttle.limit > 0:
             if key is None:

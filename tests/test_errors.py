@@ -177,6 +177,25 @@ def test_each_request_in_a_pushed_app_context_is_its_own(setup):
     }
 
 
+def test_an_exception_that_cannot_be_marked_is_still_published_once(setup):
+    # Its __setattr__ refuses our mark: the request's own flag stops the after-request hook
+    # and Flask's "Exception on ..." log record from publishing it a second time.
+    app, monitor, recorder = setup()
+
+    class Sealed(Exception):
+        def __setattr__(self, name, value):
+            raise AttributeError(name)
+
+    @app.route("/sealed")
+    def sealed():
+        raise Sealed("no marks")
+
+    assert app.test_client().get("/sealed").status_code == 500
+    event = only_event(app, monitor, recorder)
+    assert event["origin"] == "unhandled"
+    assert event["message"] == "Sealed: no marks"
+
+
 def test_handler_wrapping_keeps_our_frame_out_of_tracebacks(setup):
     app, monitor, recorder = setup()
 
