@@ -344,6 +344,7 @@ class Publisher:
 
     def _run(self) -> None:
         _local.monitoring = True
+        lingered = False  # the waiting events have had their linger already
         while True:
             if not self._queue:
                 if self._stopping:
@@ -352,6 +353,15 @@ class Publisher:
                     # nothing to send, but keep probing so `connected` tells the truth and the
                     # next event does not wait for a backoff that has long expired
                     self._probe()
+                if self._busy() and not self.breaker.is_open:
+                    # In a busy spell, look again after a linger rather than be woken by the
+                    # next event: a wake-up is a system call on the thread that queues, which
+                    # a request thread would pay once a batch. Urgent events, flush and close
+                    # still wake the thread at once.
+                    self._wake.wait(self.linger)
+                    self._wake.clear()
+                    lingered = True
+                    continue
                 self._idle = True
                 if not self._queue:
                     wait = 0.5
@@ -360,6 +370,7 @@ class Publisher:
                     self._wake.wait(wait)
                 self._wake.clear()
                 self._idle = False
+                lingered = False  # after a quiet spell an event goes out at once
                 continue
             if self.breaker.is_open and not self._probe():
                 if self._stopping:
@@ -367,21 +378,21 @@ class Publisher:
                 self._wake.wait(max(0.0, self.breaker.retry_at - time.monotonic()))
                 self._wake.clear()
                 continue
-            if (
-                self.linger
-                and not self._urgent
-                and len(self._queue) < LINGER_BELOW
-                and time.monotonic() - self._last_sent < self.linger * 10
-            ):
+            if not (lingered or self._urgent) and len(self._queue) < LINGER_BELOW and self._busy():
                 # Busy: let more events join this batch. Each wake-up takes the GIL from the
                 # app's threads at their next I/O (writing a log line, say), so fewer wake-ups
                 # under load keep requests fast. An event after a quiet spell still goes out
                 # at once, and an urgent one cuts the wait short.
                 self._wake.clear()
                 self._wake.wait(self.linger)
+            lingered = False
             self._urgent = False
             self._publish_batch()
             self._last_sent = time.monotonic()
+
+    def _busy(self) -> bool:
+        """Sent within the last ten lingers: events are arriving now, batch them."""
+        return bool(self.linger) and time.monotonic() - self._last_sent < self.linger * 10
 
     def _probe(self) -> bool:
         """While the breaker is open, a cheap PING decides whether to send real messages."""
