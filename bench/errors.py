@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -100,8 +101,13 @@ def request_path(
 
     Rounds are interleaved, and the ratio is the median over rounds of the variant's p50 over
     bare's p50 in the same round: a VM whose speed drifts by tens of percent within a minute
-    (this one does) moves both sides of each ratio alike."""
+    (this one does) moves both sides of each ratio alike. Each round runs the variants in a
+    new order, so none always follows another. ``control`` is a second bare app measured the
+    same way: how far from 1.000 a ratio lands with nothing between the two (the noise)."""
     apps = {v: erroring_app(v, url, flask_logging) for v in variants}
+    apps["control"] = erroring_app("bare", url, flask_logging)
+    variants = [*variants, "control"]
+    order = random.Random(len(variants) * rounds)
     samples: dict[str, list[float]] = {v: [] for v in variants}
     ratios: dict[str, list[float]] = {v: [] for v in variants}
     per_round = {}
@@ -112,6 +118,7 @@ def request_path(
         per_round[variant] = max(50, round(ROUND_SECONDS / median(warm)))
     for _ in range(rounds):
         p50 = {}
+        order.shuffle(variants)
         for variant in variants:
             times = request_times(apps[variant][0], per_round[variant])
             samples[variant].extend(times)
@@ -317,7 +324,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 f"erroring request p50, Redis up, {label}",
                 f"{up['ratio']['monitor']:.3f}x bare",
                 "<= 1.05x",
-                f"sync publish {up['ratio']['sync']:.3f}x; bare {up['bare'] * 1e6:.0f} us",
+                f"sync publish {up['ratio']['sync']:.3f}x; bare {up['bare'] * 1e6:.0f} us;"
+                f" a second bare app {up['ratio']['control']:.3f}x",
             ]
         )
         out.append(
@@ -325,7 +333,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 f"erroring request p50, Redis paused, {label}",
                 f"{paused['ratio']['monitor']:.3f}x bare",
                 "<= 1.05x",
-                f"sync publish {results['sync_paused_s']:.2f} s a request (socket_timeout=5)",
+                f"sync publish {results['sync_paused_s']:.2f} s a request (socket_timeout=5);"
+                f" a second bare app {paused['ratio']['control']:.3f}x",
             ]
         )
     out += [
