@@ -267,11 +267,14 @@ class Scrubber:
 
 #: An exception reduced to what its traceback needs, on the thread that raised it: for each
 #: exception of the chain, oldest first, (type, message, frames, note that follows it), where
-#: frames is flat: code object, instruction offset, code object, offset, … (one list to allocate,
-#: not a tuple a frame). Code objects and types live as long as the program does; frames, which
-#: hold a request's objects, are not kept. Names and lines are looked up later, off that thread.
-ExceptionInfo = tuple[type, str, list[Any], str]
-ExceptionData = list[ExceptionInfo]
+#: frames is flat: code object, instruction offset, code object, offset, … (one tuple to
+#: allocate, not one a frame). Code objects and types live as long as the program does; frames,
+#: which hold a request's objects, are not kept. Names and lines are looked up later, off that
+#: thread. Tuples, not lists: the collector stops tracking a tuple of untracked things (code
+#: objects, numbers, strings, builtin types) at its first pass, so an error waiting in the
+#: queue is not walked, or promoted, by every collection that comes after.
+ExceptionInfo = tuple[type, str, tuple[Any, ...], str]
+ExceptionData = tuple[ExceptionInfo, ...]
 
 
 def extract_exception(exc: BaseException) -> ExceptionData:
@@ -282,7 +285,7 @@ def extract_exception(exc: BaseException) -> ExceptionData:
     Line numbers are not read here: ``tb_lineno`` decodes the line table on each access.
     """
     if exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__):
-        return [_extract_one(exc, "")]  # the common case: no chain to walk
+        return (_extract_one(exc, ""),)  # the common case: no chain to walk
     chain: list[tuple[BaseException, str]] = []
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -296,7 +299,7 @@ def extract_exception(exc: BaseException) -> ExceptionData:
             current, note = current.__context__, _CONTEXT
         else:
             current = None
-    return [_extract_one(error, note) for error, note in reversed(chain)]
+    return tuple([_extract_one(error, note) for error, note in reversed(chain)])
 
 
 def _extract_one(error: BaseException, note: str) -> ExceptionInfo:
@@ -309,7 +312,7 @@ def _extract_one(error: BaseException, note: str) -> ExceptionInfo:
         message = str(error)
     except Exception:  # a broken __str__ must not lose the event
         message = "<unprintable>"
-    return (type(error), message, frames, note)
+    return (type(error), message, tuple(frames), note)
 
 
 def line_number(code: types.CodeType, offset: int) -> int | None:
