@@ -203,27 +203,25 @@ class Scrubber:
         if len(value) > self.max_items:
             return False
         budget = self.max_bytes // 6  # JSON escaping can grow a character to six
+        max_string = self.max_string
         verdicts = self._verdicts
         for key, item in value.items():
+            # A key already judged not secret is in the verdicts as False: one lookup.
+            if verdicts.get(key) is not False and (type(key) is not str or self.is_secret_key(key)):
+                return False
             kind = type(item)
             if kind is str:
-                budget -= len(item)
-                if len(item) > self.max_string:
+                size = len(item)
+                if size > max_string:
                     return False
-            elif kind is float:
-                if not math.isfinite(item):
-                    return False
-            elif not (kind is int or item is None or kind is bool):
+                budget -= size + len(key) + 24
+            elif kind is int or item is None or kind is bool:
+                budget -= len(key) + 24
+            elif kind is float and math.isfinite(item):
+                budget -= len(key) + 24
+            else:
                 return False
-            if type(key) is not str:
-                return False
-            secret = verdicts.get(key)
-            if secret or secret is None and self.is_secret_key(key):
-                return False
-            budget -= len(key) + 24
-            if budget < 0:
-                return False
-        return True
+        return budget >= 0
 
     def _clean(self, value: Any, depth: int, string_cap: int) -> Any:
         kind = type(value)
