@@ -419,3 +419,36 @@ def test_a_busy_publisher_lingers_but_urgent_messages_do_not_wait(redis_server, 
         assert time.monotonic() - started < 0.95
     finally:
         publisher.close()
+
+
+def test_in_a_busy_spell_queueing_wakes_no_thread(redis_server, record_channels):
+    # Waking a blocked thread is a system call on the thread that queues (a request thread);
+    # within ten lingers of a send the publisher looks at the queue each linger instead.
+    recorder = record_channels(redis_server.client(), "x")
+    client = connect(redis_server.url, socket_timeout=0.5)
+    linger = 0.3
+    publisher = Publisher(lambda: client, linger=linger)
+    try:
+        started = time.monotonic()
+        publisher.submit(Outgoing("x", payload={"n": 1}))  # after a quiet spell: at once
+        recorder.wait_count("x", 1)
+        assert time.monotonic() - started < linger
+        wake = publisher._wake
+        wakes = []
+        real_set = wake.set
+        wake.set = lambda: (wakes.append(1), real_set())[1]
+        sent = time.monotonic()
+        for n in (2, 3, 4):
+            publisher.submit(Outgoing("x", payload={"n": n}))
+        assert [m["n"] for m in recorder.wait_count("x", 4, timeout=3 * linger)] == [1, 2, 3, 4]
+        assert time.monotonic() - sent < 3 * linger
+        assert wakes == []
+        # the spell ends ten lingers after the last send: then an event is sent at once again
+        time.sleep(10 * linger + 0.5)
+        started = time.monotonic()
+        publisher.submit(Outgoing("x", payload={"n": 5}))
+        recorder.wait_count("x", 5)
+        assert time.monotonic() - started < linger
+        assert wakes == [1]
+    finally:
+        publisher.close()
