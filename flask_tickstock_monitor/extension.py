@@ -65,6 +65,7 @@ class MonitorState:
         self.reader = reader
         self.active = config.enabled
         self._client: Any = redis_client
+        self._owns_client = redis_client is None  # a client the app passed in stays open
         self._client_lock = threading.Lock()
         self._new_identity()
         self.scrubber = Scrubber(
@@ -154,6 +155,14 @@ class MonitorState:
         flushed = self.publisher.close(timeout)
         self.active = False
         self.started = False
+        client = self._client
+        if self._owns_client and client is not None:
+            # Release its sockets now rather than when the collector gets to the pool.
+            self._client = None
+            try:
+                client.close()
+            except Exception:
+                log.debug("closing the Redis client failed", exc_info=True)
         return flushed
 
     def stats(self) -> dict[str, Any]:
