@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import signals
+from . import signals, topology
 from .capture import ErrorCapture
 from .config import ConfigReader, MonitorConfig, load_config
 from .events import Scrubber
@@ -160,7 +160,7 @@ class MonitorState:
             # Release its sockets now rather than when the collector gets to the pool.
             self._client = None
             try:
-                client.close()
+                topology.close(client)
             except Exception:
                 log.debug("closing the Redis client failed", exc_info=True)
         return flushed

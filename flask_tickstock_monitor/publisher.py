@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import events
+from . import events, topology
 from .config import DEFAULT_REDIS_URL, DEFAULT_SOURCE
 from .transport import Outgoing, Publisher, connect
 
@@ -30,6 +30,7 @@ class MonitoringPublisher:
         socket_timeout: float = 0.5,
     ):
         self.redis_client = redis_client or connect(redis_url, socket_timeout=socket_timeout)
+        self._owns_client = redis_client is None  # one passed in stays open
         self.source = source
         self.errors_channel = errors_channel
         self.monitoring_channel = monitoring_channel
@@ -96,7 +97,10 @@ class MonitoringPublisher:
         return self.transport.flush(timeout)
 
     def close(self, timeout: float = 2.0) -> bool:
-        return self.transport.close(timeout)
+        flushed = self.transport.close(timeout)
+        if self._owns_client:  # its connections now, not when the collector gets to them
+            topology.close(self.redis_client)
+        return flushed
 
 
 def _require(data: Mapping[str, Any], *keys: str) -> None:

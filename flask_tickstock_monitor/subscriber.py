@@ -116,6 +116,7 @@ class MonitoringSubscriber:
         clock: Callable[[], float] = time.time,
     ):
         self.redis_client = redis_client or connect(redis_url, socket_timeout=socket_timeout)
+        self._owns_client = redis_client is None  # one passed in stays open
         self.monitoring_channel = monitoring_channel
         self.errors_channel = errors_channel
         self.stale_after = stale_after
@@ -178,6 +179,8 @@ class MonitoringSubscriber:
     def stop(self, timeout: float = 2.0) -> None:
         self._stopped.set()
         self.subscription.stop(timeout)
+        if self._owns_client:  # its connections now, not when the collector gets to them
+            topology.close(self.redis_client)
 
     def wait_connected(self, timeout: float = 5.0) -> bool:
         return self.subscription.wait_connected(timeout)

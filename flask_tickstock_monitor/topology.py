@@ -36,6 +36,7 @@ SENTINEL_PORT = 26379
 REDIS_PORT = 6379
 _TRUE = ("1", "true", "yes", "on")
 _ATTRIBUTE = "_tickstock_topology"  # set on the clients made here: how they were made
+_SENTINEL = "_tickstock_sentinel"  # and on a sentinel-managed one, the Sentinel that finds it
 _CHECKED_AT = "_tickstock_master_checked_at"  # set on sentinel pools: last ask for the master
 #: How often (seconds) a publisher or subscription asks the sentinels where the master is.
 MASTER_CHECK_INTERVAL = 1.0
@@ -191,6 +192,7 @@ def connect(url: str, *, socket_timeout: float, **options: Any) -> Any:
             **auth,
             **options,
         )
+        setattr(client, _SENTINEL, sentinel)
     else:
         from redis.cluster import ClusterNode, RedisCluster
 
@@ -203,6 +205,16 @@ def connect(url: str, *, socket_timeout: float, **options: Any) -> Any:
         )
     setattr(client, _ATTRIBUTE, topology)
     return client
+
+
+def close(client: Any) -> None:
+    """Close a client made by :func:`connect`, with its connections to the sentinels if it
+    has any: what is left open is closed by the garbage collector, in no particular order."""
+    client.close()
+    sentinel = getattr(client, _SENTINEL, None)
+    if sentinel is not None:
+        for sentinel_client in sentinel.sentinels:
+            sentinel_client.close()
 
 
 def topology_of(client: Any) -> Topology:
