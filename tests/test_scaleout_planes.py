@@ -241,11 +241,18 @@ def test_planes_flow_on_a_cluster(cluster_group, make_app, watch, sharded):
     watcher_url = cluster_group.node_url(2, sharded=sharded)
     watcher = watch(watcher_url)
     label = f"cluster, {'sharded' if sharded else 'classic'} pub/sub"
-    assert_planes_flow(label, connect(watcher_url), watcher, apps)
+    client = connect(watcher_url)
+    try:
+        assert_planes_flow(label, client, watcher, apps)
+    finally:
+        client.close()
     # a subscriber that starts late finds the latest beats, kept on two different nodes
     late = MonitoringSubscriber(watcher_url)
-    assert late.load_latest() == 2
-    assert set(late.instances()) == set(ids)
+    try:
+        assert late.load_latest() == 2
+        assert set(late.instances()) == set(ids)
+    finally:
+        late.stop()
 
 
 def test_classic_messages_reach_a_plain_subscriber_on_another_node(

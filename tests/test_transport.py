@@ -399,6 +399,7 @@ def test_an_idle_publisher_keeps_probing_while_its_breaker_is_open(redis_server)
         assert publisher.stats()["dropped"] == {"publish_failed": 1}
     finally:
         publisher.close()
+        client.close()
 
 
 def test_a_busy_publisher_lingers_but_urgent_messages_do_not_wait(redis_server, record_channels):
