@@ -107,11 +107,17 @@ def request_snapshot(state: MonitorState, req: Any) -> dict[str, Any]:
     return snapshot
 
 
+def current_request() -> Any:
+    """The request being handled on this thread, or ``None`` outside one."""
+    if has_request_context():  # not a try: raising costs more than asking, outside one
+        return request._get_current_object()  # type: ignore[attr-defined]
+    return None
+
+
 def _note_handled(error: Any) -> None:
-    try:
-        request._get_current_object().__dict__[_REQ_HANDLED] = error  # type: ignore[attr-defined]
-    except RuntimeError:  # a handler called outside a request: nothing to note it on
-        pass
+    req = current_request()
+    if req is not None:  # else a handler called outside a request: nothing to note it on
+        req.__dict__[_REQ_HANDLED] = error
 
 
 def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -170,12 +176,18 @@ class ErrorCapture:
         # and blinker holds a method weakly through a Python-level ``WeakMethod``; a function
         # it holds through a plain weak reference. They live as long as this capture.
         def on_request_exception(sender: Flask, exception: BaseException, **_: Any) -> None:
-            try:
-                req = request._get_current_object()  # type: ignore[attr-defined]
-            except RuntimeError:  # sent by hand outside a request
-                req = None
-            self._capture(
-                req, exception, None, "error", None, None, None, None, "unhandled", None, False
+            self._capture(  # outside a request when the signal is sent by hand
+                current_request(),
+                exception,
+                None,
+                "error",
+                None,
+                None,
+                None,
+                None,
+                "unhandled",
+                None,
+                False,
             )
 
         def after_request(response: Any) -> Any:
@@ -208,9 +220,18 @@ class ErrorCapture:
         publisher thread instead, a couple of microseconds off the request."""
         if severity not in events.SEVERITIES:
             raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
-        req = request._get_current_object() if has_request_context() else None  # type: ignore[attr-defined]
         return self._capture(
-            req, exc, message, severity, component, context, key, category, origin, http, want_id
+            current_request(),
+            exc,
+            message,
+            severity,
+            component,
+            context,
+            key,
+            category,
+            origin,
+            http,
+            want_id,
         )
 
     def _capture(
