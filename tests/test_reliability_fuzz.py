@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relayutil import CHANNEL, invalidation, publish, relay_of, wait_for
 
-from flask_tickstock_monitor import MonitoringSubscriber
+from flask_tickstock_monitor import MonitoringSubscriber, events
 
 pytestmark = pytest.mark.slow
 
@@ -373,3 +373,70 @@ def test_fuzz_subscriber_handlers():
         subscriber.handle_message(MONITORING, hostile)
         subscriber.handle_message(ERRORS, hostile)
     assert subscriber.stats()["rejected_total"] == stats["rejected_total"] + 6
+
+
+# --- the fast parser reads what the standard library reads -------------------------------------
+
+
+def stdlib_reading(raw: bytes) -> object:
+    """What ``events.parse`` made of ``raw`` before it used orjson: the reference."""
+
+    def reject(name: str) -> None:
+        raise ValueError(name)
+
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=reject)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "rejected"
+    return data if isinstance(data, dict) else "rejected"
+
+
+def parse_reading(raw: bytes) -> object:
+    try:
+        return events.parse(raw, 1 << 20)
+    except events.InvalidMessage:
+        return "rejected"
+
+
+# Integers on both sides of 64 bits: orjson reads those past it as floats.
+wide_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+documents = st.dictionaries(st.text(max_size=10), wide_values, max_size=6)
+EDGE_CASES = [
+    b'{"a": 1, "b": 2, "a": 3}',
+    b'{"a": -9223372036854775809, "b": 18446744073709551616}',
+    b'{"a": 9999999999999999999, "b": -9999999999999999999, "c": 123456789012345678}',
+    b'{"id": "0000000000000000000000", "n": 1e400, "m": -0, "z": -0.0}',
+    b'{"s": "\\ud800", "t": "\\ud83d\\ude00", "u": "\\u0000"}',
+    b'{"a": NaN}',
+    b'{"a": "\xed\xa0\x80"}',
+    b'\xef\xbb\xbf{"a": 1}',
+    b'{"a": 1} x',
+    b'{"a": "\t"}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 2000 + b"1" + b"}" * 2000,
+]
+
+
+@fuzz_settings(3000)
+@given(
+    st.one_of(
+        documents.map(lambda d: json.dumps(d).encode()),
+        documents.map(lambda d: json.dumps(d, ensure_ascii=False, indent=1).encode()),
+        st.binary(max_size=64),
+        st.sampled_from(EDGE_CASES),
+    )
+)
+def test_parse_reads_what_the_standard_library_reads(raw):
+    # repr: 1 and 1.0, 0.0 and -0.0 compare equal but are not the same reading
+    assert repr(parse_reading(raw)) == repr(stdlib_reading(raw))
