@@ -99,11 +99,12 @@ def _uuid_text(number: int) -> str:
 
 
 # A process's ids: 80 random bits for the process (new in a forked child: the salt, the first
-# 24 characters of each id, with the version 4 and variant bits set) above a 48-bit counter,
+# 24 characters of each id, with the version 4 and variant bits set) above a 48-bit counter
+# that starts at a random point (so that the Nth id of every process does not end alike),
 # scrambled by an odd multiplier (one to one), so ids do not look serial. An id costs one
 # format of the counter; ``id_number`` takes the number now and lets ``id_text`` make the text
 # later (on the publisher thread), the same text however often it is asked.
-_id_numbers = itertools.count(1)
+_id_numbers = itertools.count()
 _id_salt = 0
 _id_prefix = ""
 _COUNTER_BITS = (1 << 48) - 1
@@ -111,9 +112,10 @@ _SCRAMBLE = 0x9E3779B97F4A7C15
 
 
 def _new_id_salt() -> None:
-    global _id_salt, _id_prefix
+    global _id_numbers, _id_salt, _id_prefix
     _id_salt = random.getrandbits(80) << 48
     _id_prefix = _uuid_text(_id_salt)[:24]
+    _id_numbers = itertools.count(random.getrandbits(47))  # 2**47 ids before it wraps
 
 
 _new_id_salt()

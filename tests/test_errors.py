@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -593,3 +595,21 @@ def test_ids_made_later_are_unique_version_4_uuids_and_stable():
     parsed = [_uuid.UUID(t) for t in texts[:500]]
     assert all(u.version == 4 and u.variant == _uuid.RFC_4122 for u in parsed)
     assert [events.id_text(n) for n in numbers[:100]] == texts[:100]  # built twice: one id
+
+
+def test_ids_of_two_processes_share_no_part_by_their_order():
+    # The per-process salt makes them unique; the counter's random start makes the first ids
+    # of two processes differ in their last 12 digits too, not only in their first 24.
+    code = (
+        "from flask_tickstock_monitor import events;"
+        "print(events.new_id(), events.id_text(events.id_number()))"
+    )
+    firsts = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    (a_new, a_later), (b_new, b_later) = firsts
+    assert a_new[-12:] != b_new[-12:] and a_later[-12:] != b_later[-12:]
+    assert a_new[:24] != b_new[:24]
