@@ -412,6 +412,7 @@ def parse(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
         raise InvalidMessage("bad_payload", type(raw).__name__)
     if len(raw) > max_bytes:
         raise InvalidMessage("too_large", f"{len(raw)} bytes > {max_bytes}")
+    data: Any = _NOT_READ
     if orjson is not None and _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         # orjson reads a 1.3 KB error event in 2.1 us, the standard library in 5.4 us. It reads
         # the same values, except integers past 64 bits, which it turns into floats: a run of
@@ -422,23 +423,25 @@ def parse(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
-        else:
-            if not isinstance(data, dict):
-                raise InvalidMessage("not_object", type(data).__name__)
-            return data  # type: ignore[no-any-return]
+    if data is _NOT_READ:
+        data = _read_json(raw)
+    if not isinstance(data, dict):
+        raise InvalidMessage("not_object", type(data).__name__)
+    return data  # type: ignore[no-any-return]
+
+
+def _read_json(raw: bytes | bytearray) -> Any:
+    """The standard library's reading of ``raw``, or :class:`InvalidMessage` saying why not."""
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidMessage("not_utf8") from None
     try:
-        data = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except RecursionError:
         raise InvalidMessage("too_deep") from None
     except (ValueError, InvalidMessage) as exc:
         raise InvalidMessage("bad_json", str(exc)[:100]) from None
-    if not isinstance(data, dict):
-        raise InvalidMessage("not_object", type(data).__name__)
-    return data
 
 
 def _reject_constant(name: str) -> Any:
@@ -451,6 +454,8 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
 #: The shortest integer that may not fit in 64 bits (-9999999999999999999).
 _LONG_DIGITS = b"0" * 19
+#: Not read yet (``None`` is what JSON's ``null`` reads as).
+_NOT_READ = object()
 
 
 def _require(data: Mapping[str, Any], key: str, kinds: type | tuple[type, ...]) -> Any:
