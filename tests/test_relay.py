@@ -337,7 +337,13 @@ def test_queue_overflow_is_counted_and_clears_caches(redis_server, make_app):
     app, monitor = make_app(redis_server.url, TICKSTOCK_MONITOR_RELAY_QUEUE_SIZE=2)
     relay = relay_of(app)
     release = threading.Event()
-    monitor.register_cache("slow", lambda message: release.wait(5), app=app)
+    entered = threading.Event()
+
+    def slow(message):
+        entered.set()
+        release.wait(5)
+
+    monitor.register_cache("slow", slow, app=app)
     cache = {"a": 1}
     monitor.register_cache("plain", cache, app=app)
     assert relay.wait_connected()
@@ -348,7 +354,11 @@ def test_queue_overflow_is_counted_and_clears_caches(redis_server, make_app):
 
     with signals.cache_gap_cleared.connected_to(receiver, app):
         client = redis_server.client()
-        for i in range(6):
+        publish(client, invalidation("slow", keys=["0"]))
+        # the applier holds the first before the rest arrive: were it slow to wake, the six
+        # could all reach the queue first, and four would be lost, not three
+        assert entered.wait(5)
+        for i in range(1, 6):
             publish(client, invalidation("slow", keys=[str(i)]))
         # wait for the overflow count, not `received`: a message is counted as received just
         # before it fails to fit, and a drop after the clear would (rightly) clear again
