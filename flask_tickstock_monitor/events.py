@@ -271,8 +271,9 @@ class Scrubber:
 #: allocate, not one a frame). Code objects and types live as long as the program does; frames,
 #: which hold a request's objects, are not kept. Names and lines are looked up later, off that
 #: thread. Tuples, not lists: the collector stops tracking a tuple of untracked things (code
-#: objects, numbers, strings, builtin types) at its first pass, so an error waiting in the
-#: queue is not walked, or promoted, by every collection that comes after.
+#: objects, numbers, strings) at its first look, so the frames of an error waiting in the queue
+#: are not walked by every collection that comes after (the tuple that holds the type, and the
+#: one that holds those, it keeps tracking: a type object is one it tracks).
 ExceptionInfo = tuple[type, str, tuple[Any, ...], str]
 ExceptionData = tuple[ExceptionInfo, ...]
 

@@ -19,7 +19,7 @@ from . import signals, topology
 from .capture import ErrorCapture
 from .config import ConfigReader, MonitorConfig, load_config
 from .events import Scrubber
-from .transport import Outgoing, Publisher, connect
+from .transport import Outgoing, Published, Publisher, connect
 
 log = logging.getLogger("flask_tickstock_monitor")
 
@@ -82,6 +82,7 @@ class MonitorState:
             exit_flush_timeout=config.exit_flush_timeout,
             linger=config.publish_linger,
             on_published=self._on_published,
+            heard=self._heard,
             on_dropped=self._on_dropped,
         )
         self.capture = ErrorCapture(self)
@@ -116,15 +117,21 @@ class MonitorState:
     def submit(self, item: Outgoing) -> bool:
         return self.active and self.publisher.submit(item)
 
-    def _on_published(self, published: list[Outgoing]) -> None:
-        """After each batch reached Redis: the seed card's log lines and the signals."""
+    def _heard(self) -> bool:
+        """Someone listens to what is published: the seed card's log lines or a signal."""
+        return (
+            log.isEnabledFor(logging.INFO)
+            or bool(signals.error_published.receivers)
+            or bool(signals.health_published.receivers)
+        )
+
+    def _on_published(self, published: list[Published]) -> None:
+        """After each batch reached Redis (and :meth:`_heard`): the seed card's log lines and
+        the signals."""
         logging_info = log.isEnabledFor(logging.INFO)
         errors_heard = bool(signals.error_published.receivers)
-        if not (logging_info or errors_heard or signals.health_published.receivers):
-            return  # nobody listens: skip the walk over the batch
-        for item in published:
-            event = item.resolve()  # built already: resolve only returns it
-            if item.kind == "error":
+        for kind, event in published:
+            if kind == "error":
                 if logging_info:
                     log.info(
                         "ERROR-TRACKING: Published error to Redis: %s",
@@ -132,7 +139,7 @@ class MonitorState:
                     )
                 if errors_heard:
                     signals.error_published.send(self.app, event=event)
-            elif item.kind == "health":
+            elif kind == "health":
                 log.info("MONITORING: Health metrics published: %s", event.get("metrics"))
                 if signals.health_published.receivers:
                     signals.health_published.send(self.app, event=event)
@@ -347,9 +354,7 @@ class TickStockMonitor:
             exc = sys.exc_info()[1]
             if exc is None:
                 raise ValueError("capture_exception() needs an exception or an active 'except'")
-        return self.state(app).capture.capture(
-            exc=exc, severity=severity, context=context, component=component
-        )
+        return self.state(app).capture.capture(None, exc, severity, component, context)
 
     def publish_error(
         self,
@@ -363,11 +368,7 @@ class TickStockMonitor:
     ) -> str | None:
         """Publish an error event with ``message``; its ``error_id`` (``None`` if dropped)."""
         return self.state(app).capture.capture(
-            message=message,
-            severity=severity,
-            component=component,
-            context=context,
-            category=category,
+            message, None, severity, component, context, None, category
         )
 
     def track_signal(

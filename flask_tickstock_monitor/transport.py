@@ -193,9 +193,21 @@ _LIVE_PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
 #: Linger only for a trickle: with this many events waiting, a batch is worth sending now.
 LINGER_BELOW = 64
 
+#: What the publisher tells ``on_published`` of each message that reached Redis: its kind
+#: (``"error"``, ``"health"``, …) and the message as built.
+Published = tuple[str, dict[str, Any]]
+
 
 class Publisher:
-    """A bounded queue and one background thread that publishes what is queued."""
+    """A bounded queue and one background thread that publishes what is queued.
+
+    A queued item is an :class:`Outgoing`, or, on the hot path that :meth:`compact` opens (the
+    errors'), a plain tuple: the arguments of that path's builder. That is one object where an
+    ``Outgoing`` is two (itself and its arguments, and it holds its builder): a queue full of
+    errors sets off fewer collections and has fewer objects promoted towards the oldest
+    generation (in the sustained benchmark, 101 / 9 / 1 collections of the three generations
+    per 100k errors against 360 / 33 / 3).
+    """
 
     def __init__(
         self,
@@ -205,10 +217,14 @@ class Publisher:
         batch_size: int = 512,
         exit_flush_timeout: float = 2.0,
         linger: float = 0.02,
-        on_published: Callable[[list[Outgoing]], None] | None = None,
+        on_published: Callable[[list[Published]], None] | None = None,
+        heard: Callable[[], bool] | None = None,
         on_dropped: Callable[[str, int], None] | None = None,
         name: str = "tickstock-monitor-publisher",
     ):
+        """``on_published`` is called after each batch with what reached Redis, when ``heard()``
+        (default: always) says, as the batch begins, that someone listens: otherwise no message
+        is kept once it is serialised."""
         self._client_factory = client_factory
         self.queue_size = queue_size
         self.batch_size = batch_size
@@ -216,7 +232,9 @@ class Publisher:
         self.linger = linger
         self._last_sent = 0.0
         self.on_published = on_published
+        self.heard = heard
         self.on_dropped = on_dropped
+        self._compact: tuple[str, str, Callable[..., dict[str, Any]]] | None = None
         self.name = name
         self.breaker = CircuitBreaker()
         self._counter_lock = threading.Lock()
@@ -229,7 +247,7 @@ class Publisher:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._queue: deque[Outgoing] = deque()
+        self._queue: deque[Outgoing | tuple[Any, ...]] = deque()
         self._in_flight = 0
         self._wake = Wakeup()
         self._idle = False
@@ -239,10 +257,16 @@ class Publisher:
         self._client: Any = None
         self._start_lock = threading.Lock()
 
+    def compact(self, kind: str, channel: str, build: Callable[..., dict[str, Any]]) -> None:
+        """Accept plain tuples in :meth:`submit`: each is ``build``'s arguments, and the message
+        it builds goes to ``channel`` as one of ``kind``. One such path per publisher."""
+        self._compact = (kind, channel, build)
+
     # caller side ------------------------------------------------------------------------------
 
-    def submit(self, item: Outgoing) -> bool:
-        """Queue ``item``; never blocks. Returns ``False`` (and counts it) when it is dropped."""
+    def submit(self, item: Outgoing | tuple[Any, ...]) -> bool:
+        """Queue ``item``; never blocks. Returns ``False`` (and counts it) when it is dropped.
+        A tuple is the arguments of the builder given to :meth:`compact`."""
         if self._stopping:
             self.count_drop("shutdown")
             return False
@@ -252,7 +276,7 @@ class Publisher:
         self._queue.append(item)
         if self._thread is None:
             self._start()
-        elif item.urgent:
+        elif not isinstance(item, tuple) and item.urgent:
             self._urgent = True
             self._wake.set()
         elif self._idle:
@@ -410,7 +434,7 @@ class Publisher:
 
     def _publish_batch(self) -> None:
         queue = self._queue
-        batch: list[Outgoing] = []
+        batch: list[Outgoing | tuple[Any, ...]] = []
         append = batch.append
         # counted as in flight before leaving the queue: flush() must never see an empty
         # queue and nothing in flight while a batch is being taken out
@@ -422,24 +446,38 @@ class Publisher:
             pass
         self._in_flight = len(batch)
         try:
-            sent: list[Outgoing] = []  # each with its payload built
+            # Told to on_published, if anyone listens; else each message is let go as soon as
+            # it is serialised: a batch in flight holds no message for the collector to walk.
+            sent: list[Published] | None = (
+                []
+                if self.on_published is not None and (self.heard is None or self.heard())
+                else None
+            )
             messages: list[Message] = []
             stores: list[Stored] = []
+            compact_kind, compact_channel, build = self._compact or ("", "", _no_compact)
             for item in batch:
                 try:
-                    payload = item.resolve()
+                    payload = build(*item) if isinstance(item, tuple) else item.resolve()
                     data = dumps(payload)
                 except Dropped as drop:
                     self.count_drop(drop.reason)
                     continue
                 except Exception:
-                    log.warning("could not build a %s message", item.kind, exc_info=True)
+                    kind = compact_kind if isinstance(item, tuple) else item.kind
+                    log.warning("could not build a %s message", kind, exc_info=True)
                     self.count_drop("format_error")
                     continue
-                sent.append(item)
-                messages.append((item.channel, data))
-                if item.store_key:
-                    stores.append((item.store_key, data, max(1, int(item.ttl * 1000))))
+                if isinstance(item, tuple):
+                    messages.append((compact_channel, data))
+                    if sent is not None:
+                        sent.append((compact_kind, payload))
+                else:
+                    messages.append((item.channel, data))
+                    if sent is not None:
+                        sent.append((item.kind, payload))
+                    if item.store_key:
+                        stores.append((item.store_key, data, max(1, int(item.ttl * 1000))))
             if not messages:
                 return
             started = time.perf_counter()
@@ -455,13 +493,17 @@ class Publisher:
             self.last_latency_ms = (time.perf_counter() - started) * 1000
             self.breaker.succeeded()
             self.published += len(messages)
-            if self.on_published is not None:
+            if sent is not None and self.on_published is not None:
                 try:
                     self.on_published(sent)
                 except Exception:
                     log.debug("on_published callback failed", exc_info=True)
         finally:
             self._in_flight = 0
+
+
+def _no_compact(*args: Any) -> dict[str, Any]:
+    raise TypeError("a tuple was queued on a publisher with no compact path (Publisher.compact)")
 
 
 def _reset_all_after_fork() -> None:

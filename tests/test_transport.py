@@ -453,3 +453,55 @@ def test_in_a_busy_spell_queueing_wakes_no_thread(redis_server, record_channels)
         assert wakes == [1]
     finally:
         publisher.close()
+
+
+def test_compact_items_are_built_by_their_builder_in_order(redis_server, record_channels):
+    client = redis_server.client()
+    recorder = record_channels(redis_server.client(), "lane")
+    told: list[list[tuple[str, dict]]] = []
+    publisher = Publisher(lambda: client, batch_size=64, on_published=told.append)
+    publisher.compact("probe", "lane", lambda n, word: {"n": n, "word": word})
+    for i in range(200):
+        # tuples and Outgoing items share the one queue and keep their order
+        item = (i, "compact") if i % 2 else Outgoing("lane", payload={"n": i, "word": "item"})
+        assert publisher.submit(item)
+    assert publisher.flush(5.0)
+    got = recorder.wait_count("lane", 200)
+    assert [(m["n"], m["word"]) for m in got] == [
+        (i, "compact" if i % 2 else "item") for i in range(200)
+    ]
+    reported = [pair for batch in told for pair in batch]
+    assert reported[:2] == [
+        ("event", {"n": 0, "word": "item"}),
+        ("probe", {"n": 1, "word": "compact"}),
+    ]
+    assert len(reported) == 200
+    publisher.close()
+
+
+def test_a_tuple_without_a_compact_path_is_a_counted_format_error(redis_server):
+    client = redis_server.client()
+    publisher = Publisher(lambda: client)
+    publisher.submit((1, 2))
+    publisher.submit(Outgoing("x", payload={"ok": 1}))
+    assert publisher.flush(2.0)
+    assert publisher.stats()["dropped"] == {"format_error": 1}
+    assert publisher.stats()["published"] == 1
+    publisher.close()
+
+
+def test_nobody_heard_means_on_published_is_not_called(redis_server, record_channels):
+    client = redis_server.client()
+    recorder = record_channels(redis_server.client(), "x")
+    listening = [False]
+    told: list[list[tuple[str, dict]]] = []
+    publisher = Publisher(lambda: client, on_published=told.append, heard=lambda: listening[0])
+    publisher.submit(Outgoing("x", payload={"n": 1}))
+    assert publisher.flush(2.0)
+    recorder.wait_count("x", 1)
+    assert told == []
+    listening[0] = True
+    publisher.submit(Outgoing("x", payload={"n": 2}, kind="health"))
+    assert publisher.flush(2.0)
+    assert told == [[("health", {"n": 2})]]
+    publisher.close()
