@@ -175,7 +175,7 @@ class ErrorCapture:
         # Bound once: ``self._build`` would make a new method object (one more object for the
         # garbage collector to track while the item waits in the queue) for every event.
         self._builder = self._build
-        state.publisher.compact("error", config.channel_errors, self._build)
+        state.publisher.compact("error", config.channel_errors, self._builder)
 
         # The request hooks as plain functions, not bound methods: Flask and blinker check
         # every hook with ``inspect.iscoroutinefunction``, which takes a method apart first,
@@ -288,7 +288,6 @@ class ErrorCapture:
         # Only plain data goes into the queue: the exception would keep the request's frames alive.
         exc_data = events.extract_exception(exc) if exc is not None else None
         timestamp = time.time()
-        # positional (channel, payload, build, kind, args, severity): 4x cheaper than keywords
         # The builder's arguments, queued as they are (see Publisher.compact: one object for
         # the collector, not two), unless a sink shares the build.
         args = (

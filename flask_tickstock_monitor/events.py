@@ -272,8 +272,8 @@ class Scrubber:
 #: which hold a request's objects, are not kept. Names and lines are looked up later, off that
 #: thread. Tuples, not lists: the collector stops tracking a tuple of untracked things (code
 #: objects, numbers, strings) at its first look, so the frames of an error waiting in the queue
-#: are not walked by every collection that comes after (the tuple that holds the type, and the
-#: one that holds those, it keeps tracking: a type object is one it tracks).
+#: are not walked by every collection that comes after (it does keep tracking the tuple that
+#: holds the type, and the one holding those: it tracks every type object).
 ExceptionInfo = tuple[type, str, tuple[Any, ...], str]
 ExceptionData = tuple[ExceptionInfo, ...]
 
