@@ -71,11 +71,12 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
             # nothing: the part of the cost that is the framework's dispatch, not our work.
             # The request is still marked as captured, as a capture marks it, so that the
             # after-request hook returns at once, as it does behind a real capture.
-            def mark_only(req: Any, *args: Any) -> None:
+            def mark_only(*args: Any) -> None:
+                req = args[10] if len(args) > 10 else capture_module.current_request()
                 if req is not None:
                     req.__dict__[capture_module._REQ_CAPTURED] = True
 
-            monitor.state(app).capture._capture = mark_only  # type: ignore[method-assign]
+            monitor.state(app).capture.capture = mark_only  # type: ignore[method-assign]
     elif variant == "sync":
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 

@@ -13,7 +13,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
+from flask.globals import _cv_app
 
 from . import signals, topology
 from .capture import ErrorCapture
@@ -321,12 +322,12 @@ class TickStockMonitor:
     def state(self, app: Flask | None = None) -> MonitorState:
         """The per-app state of ``app`` (default: the current app)."""
         if app is None:
-            try:
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-            except RuntimeError:
+            ctx = _cv_app.get(None)  # what current_app looks up, without its proxy's calls
+            if ctx is None:
                 raise RuntimeError(
                     "Working outside of application context: pass app= or push a context."
-                ) from None
+                )
+            app = ctx.app
         try:
             state = app.extensions[EXTENSION_KEY]
         except KeyError:

@@ -83,7 +83,7 @@ class MonitoringPublisher:
             timestamp=float(error_data.get("timestamp") or time.time()),
             error_type=extra.pop("error_type", None),
             traceback_text=extra.pop("traceback_text", None),
-            context=self.scrubber(dict(error_data.get("context") or {})),
+            context=self.scrubber.scrub(dict(error_data.get("context") or {})),
         )
         event.update(extra)
         accepted = self.transport.submit(Outgoing(self.errors_channel, payload=event, kind="error"))

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import topology
-from .events import dumps
+from .events import dumps, dumps_fast
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
 
@@ -457,9 +457,17 @@ class Publisher:
             stores: list[Stored] = []
             compact_kind, compact_channel, build = self._compact or ("", "", _no_compact)
             for item in batch:
+                outgoing: Outgoing | None = None  # else the item is a compact tuple
                 try:
-                    payload = build(*item) if isinstance(item, tuple) else item.resolve()
-                    data = dumps(payload)
+                    if isinstance(item, tuple):
+                        payload = build(*item)
+                    else:
+                        outgoing = item
+                        payload = item.resolve()
+                    try:
+                        data = dumps_fast(payload)
+                    except TypeError:
+                        data = dumps(payload)
                 except Dropped as drop:
                     self.count_drop(drop.reason)
                     continue
@@ -468,16 +476,16 @@ class Publisher:
                     log.warning("could not build a %s message", kind, exc_info=True)
                     self.count_drop("format_error")
                     continue
-                if isinstance(item, tuple):
+                if outgoing is None:
                     messages.append((compact_channel, data))
                     if sent is not None:
                         sent.append((compact_kind, payload))
                 else:
-                    messages.append((item.channel, data))
+                    messages.append((outgoing.channel, data))
                     if sent is not None:
-                        sent.append((item.kind, payload))
-                    if item.store_key:
-                        stores.append((item.store_key, data, max(1, int(item.ttl * 1000))))
+                        sent.append((outgoing.kind, payload))
+                    if outgoing.store_key:
+                        stores.append((outgoing.store_key, data, max(1, int(outgoing.ttl * 1000))))
             if not messages:
                 return
             started = time.perf_counter()

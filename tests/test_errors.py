@@ -390,6 +390,43 @@ def test_capture_exception_and_publish_error(setup):
     assert "traceback" not in second
 
 
+def test_the_current_request_and_app_are_flasks_own(setup):
+    """The capture reads Flask's context variables directly (where they exist): it must find
+    what Flask's public functions find, inside a request, inside an app context only, and
+    outside both, and an explicit publish in a request must carry that request's snapshot."""
+    from flask import current_app, request
+
+    from flask_tickstock_monitor import capture
+
+    app, monitor, recorder = setup()
+    seen = {}
+
+    @app.route("/look")
+    def look():
+        seen["ours"] = capture.current_request()
+        seen["public"] = capture._public_current_request()
+        seen["flask"] = request._get_current_object()
+        seen["state"] = monitor.state()
+        monitor.publish_error("looked", context={"n": 1})
+        return "ok"
+
+    assert capture.current_request() is None
+    assert capture._public_current_request() is None
+    with pytest.raises(RuntimeError, match="outside of application context"):
+        monitor.state()
+    with app.app_context():
+        assert capture.current_request() is None
+        assert capture._public_current_request() is None
+        assert monitor.state() is app.extensions["tickstock_monitor"]
+        assert current_app._get_current_object() is app
+    assert app.test_client().get("/look?x=1").status_code == 200
+    assert seen["ours"] is seen["flask"] is seen["public"]
+    assert seen["state"] is app.extensions["tickstock_monitor"]
+    event = only_event(app, monitor, recorder)
+    assert event["message"] == "looked"
+    assert event["context"] == {"endpoint": "look", "method": "GET", "path": "/look", "n": 1}
+
+
 def test_explicit_calls_validate_their_arguments(setup):
     app, monitor, _ = setup()
     with app.app_context():
