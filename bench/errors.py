@@ -71,8 +71,10 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
             # nothing: the part of the cost that is the framework's dispatch, not our work.
             # The request is still marked as captured, as a capture marks it, so that the
             # after-request hook returns at once, as it does behind a real capture.
-            def mark_only(*args: Any) -> None:
-                req = args[10] if len(args) > 10 else capture_module.current_request()
+            def mark_only(*args: Any, **kwargs: Any) -> None:
+                req = args[10] if len(args) > 10 else kwargs.get("req")
+                if req is None:
+                    req = capture_module.current_request()
                 if req is not None:
                     req.__dict__[capture_module._REQ_CAPTURED] = True
 
