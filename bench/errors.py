@@ -206,12 +206,39 @@ def sustained(url: str, count: int = 300_000) -> dict[str, Any]:
     }
 
 
+FloorItem = tuple[str, str, dict[str, int], float]
+
+
+def floor_messages(batch: list[FloorItem]) -> list[tuple[str, bytes]]:
+    """The bare pipeline's publisher half: the same JSON object as ours, made with orjson."""
+    return [
+        (
+            "tickstock:errors",
+            orjson.dumps(
+                {
+                    "type": "application_error",
+                    "error_id": error_id,
+                    "source": "TickStockAppV2",
+                    "severity": "error",
+                    "component": "bench",
+                    "message": message,
+                    "timestamp": timestamp,
+                    "context": context,
+                    "origin": "explicit",
+                    "instance_id": "bench",
+                }
+            ),
+        )
+        for error_id, message, context, timestamp in batch
+    ]
+
+
 def python_floor(port: int, count: int = 300_000) -> float:
     """The least one Python process can do per event, as the ceiling for ours: the caller
     appends a tuple (with an id from the same generator) to a deque; a thread makes the same
     JSON object with orjson and sends 1,024 PUBLISHes at a time on a raw socket. No snapshot,
     no scrubbing, no stats."""
-    queue: deque[tuple[str, str, dict[str, int], float]] = deque()
+    queue: deque[FloorItem] = deque()
     sock = socket.create_connection(("127.0.0.1", port))
     done = threading.Event()
 
@@ -222,26 +249,7 @@ def python_floor(port: int, count: int = 300_000) -> float:
                 time.sleep(0.0002)
                 continue
             batch = [queue.popleft() for _ in range(min(1024, len(queue)))]
-            messages = [
-                (
-                    "tickstock:errors",
-                    orjson.dumps(
-                        {
-                            "type": "application_error",
-                            "error_id": error_id,
-                            "source": "TickStockAppV2",
-                            "severity": "error",
-                            "component": "bench",
-                            "message": message,
-                            "timestamp": timestamp,
-                            "context": context,
-                            "origin": "explicit",
-                            "instance_id": "bench",
-                        }
-                    ),
-                )
-                for error_id, message, context, timestamp in batch
-            ]
+            messages = floor_messages(batch)
             sock.sendall(topology._pack_publishes(b"PUBLISH", messages))
             topology._read_line_replies(sock, len(messages))
             sent += len(messages)

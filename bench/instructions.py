@@ -84,38 +84,18 @@ class _NoThread:
 def _floor(count: int, drain: bool) -> None:
     import time
 
-    import orjson
-
     from flask_tickstock_monitor import events, topology
 
-    queue: deque[tuple[str, str, dict[str, int], float]] = deque()
+    from .errors import FloorItem, floor_messages
+
+    queue: deque[FloorItem] = deque()
     for base in range(-CHUNK, count, CHUNK):  # a chunk first in every run: the warm-up
         for i in range(base, base + CHUNK):
             queue.append((events.new_id(), "sustained", {"i": i}, time.time()))
         if not drain:
             queue.clear()
             continue
-        batch = [queue.popleft() for _ in range(len(queue))]
-        messages = [
-            (
-                "tickstock:errors",
-                orjson.dumps(
-                    {
-                        "type": "application_error",
-                        "error_id": error_id,
-                        "source": "TickStockAppV2",
-                        "severity": "error",
-                        "component": "bench",
-                        "message": message,
-                        "timestamp": timestamp,
-                        "context": context,
-                        "origin": "explicit",
-                        "instance_id": "bench",
-                    }
-                ),
-            )
-            for error_id, message, context, timestamp in batch
-        ]
+        messages = floor_messages([queue.popleft() for _ in range(len(queue))])
         topology._pack_publishes(b"PUBLISH", messages)
 
 
