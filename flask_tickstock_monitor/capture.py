@@ -38,7 +38,7 @@ _SEVERITIES = frozenset(events.SEVERITIES)
 
 
 def check_severity(severity: str) -> None:
-    if severity not in events.SEVERITIES:
+    if severity not in _SEVERITIES:
         raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
 
 

@@ -15,7 +15,7 @@ import os
 import random
 import re
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 SEVERITIES = ("warning", "error", "critical")
@@ -78,13 +78,6 @@ def dumps(message: Any) -> bytes:
         except TypeError:  # ints past 64 bits, non-string keys: the slow path can do them
             pass
     return json.dumps(message, default=str, separators=(",", ":")).encode()
-
-
-#: :func:`dumps` without its fallback, for a loop that calls :func:`dumps` on ``TypeError``:
-#: orjson called straight from C, a Python call less a message.
-dumps_fast: Callable[[Any], bytes] = (
-    functools.partial(orjson.dumps, default=str) if orjson is not None else dumps
-)
 
 
 class InvalidMessage(ValueError):

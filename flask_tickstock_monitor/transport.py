@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import topology
-from .events import dumps, dumps_fast
+from .events import dumps
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
 
@@ -464,10 +464,7 @@ class Publisher:
                     else:
                         outgoing = item
                         payload = item.resolve()
-                    try:
-                        data = dumps_fast(payload)
-                    except TypeError:
-                        data = dumps(payload)
+                    data = dumps(payload)
                 except Dropped as drop:
                     self.count_drop(drop.reason)
                     continue
