@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -115,6 +116,30 @@ def request_snapshot(state: MonitorState, req: Any) -> dict[str, Any]:
     return snapshot
 
 
+# Where Flask catches what no error handler took: the first frame of such an exception's
+# traceback, while ``handle_exception`` turns it into a 500 (or re-raises it, when the app
+# propagates exceptions).
+_WSGI_APP_CODE = Flask.wsgi_app.__code__
+
+
+def is_unhandled(exc: BaseException) -> bool:
+    """``exc`` is what Flask's ``wsgi_app`` caught: an exception no error handler took."""
+    tb = exc.__traceback__
+    return tb is not None and tb.tb_frame.f_code is _WSGI_APP_CODE
+
+
+def needs_exception_signal(app: Flask) -> bool:
+    """Some errors of ``app`` reach Flask's ``got_request_exception`` and no 5xx response: the
+    app propagates exceptions (testing, debug: ``handle_exception`` re-raises instead of making
+    a 500), or an extension routes its errors (Flask-RESTful and Flask-RESTX set the app's
+    ``handle_exception`` and ``handle_user_exception``, and send the signal for what they
+    swallow, which then has no exception our hooks can see)."""
+    if "handle_exception" in app.__dict__ or "handle_user_exception" in app.__dict__:
+        return True
+    propagate = app.config.get("PROPAGATE_EXCEPTIONS")
+    return bool(app.testing or app.debug) if propagate is None else bool(propagate)
+
+
 def _public_current_request() -> Any:
     if has_request_context():  # not a try: raising costs more than asking, outside one
         return request._get_current_object()  # type: ignore[attr-defined]
@@ -185,7 +210,8 @@ class ErrorCapture:
         self.recent_ids: deque[str] = deque(maxlen=256)
         self.recent_messages: deque[str] = deque(maxlen=256)
         self.log_handler: MonitorLogHandler | None = None
-        self._handlers_wrapped = False
+        self._set_up = False
+        self._signal_connected = False
         self._app_ref: weakref.ref[Flask] | None = None
         self.signal_receivers: list[tuple[Any, Callable[..., None]]] = []
         #: Called with each queued error item besides the publisher (the durable error log),
@@ -201,8 +227,7 @@ class ErrorCapture:
         # and blinker holds a method weakly through a Python-level ``WeakMethod``; a function
         # it holds through a plain weak reference. They live as long as this capture.
         def on_request_exception(sender: Flask, exception: BaseException, **_: Any) -> None:
-            # positional: a keyword call costs the request more than this whole hook
-            self.capture(None, exception, "error", None, None, None, None, "unhandled", None, False)
+            self.capture_unhandled(exception)
 
         def after_request(response: Any) -> Any:
             if response.status_code >= 500:
@@ -213,6 +238,11 @@ class ErrorCapture:
         self._after_request = after_request
 
     # the one entry point -------------------------------------------------------------------------
+
+    def capture_unhandled(self, exc: BaseException, req: Any = None) -> None:
+        """Queue an exception no error handler of the app took (see :func:`is_unhandled`)."""
+        # positional: a keyword call costs the request more than this whole hook
+        self.capture(None, exc, "error", None, None, None, None, "unhandled", None, False, req)
 
     def capture(
         self,
@@ -361,24 +391,41 @@ class ErrorCapture:
     # Flask ------------------------------------------------------------------------------------
 
     def attach_to_app(self, app: Flask) -> None:
-        # Weakly: the app holds this capture (app.extensions), and a strong reference from
-        # Flask's module-level signal would keep every app that ever had a monitor alive.
-        got_request_exception.connect(self._on_request_exception, app)
+        # One request hook sees every error response: an exception no handler took reaches it
+        # as Flask's 500 (see _on_error_response), a handled one as the handler's response.
+        # Flask's got_request_exception is connected only where it sees what the hook cannot
+        # (needs_exception_signal): blinker's dispatch of a receiver costs an erroring request
+        # about as much as the capture itself.
         self._app_ref = weakref.ref(app)
-        if self.state.config.capture_5xx:
-            app.before_request(self._before_request)
-            app.after_request(self._after_request)
+        app.before_request(self._before_request)
+        app.after_request(self._after_request)
+        self._connect_signal_if_needed(app)
+
+    def _connect_signal_if_needed(self, app: Flask) -> None:
+        if needs_exception_signal(app) == self._signal_connected:
+            return
+        if self._signal_connected:
+            got_request_exception.disconnect(self._on_request_exception, app)
+        else:
+            # Weakly: the app holds this capture (app.extensions), and a strong reference from
+            # Flask's module-level signal would keep every app that ever had a monitor alive.
+            got_request_exception.connect(self._on_request_exception, app)
+        self._signal_connected = not self._signal_connected
 
     def _before_request(self) -> None:
-        # The app's own error handlers swallow exceptions before any signal sees them. Wrap
-        # them (once every handler is registered: setup ends at the first request) so that a
-        # 5xx they return can say what the exception was. Wrapping the handlers, not
-        # handle_user_exception, keeps our frame out of every traceback the app formats.
-        if self._handlers_wrapped:
+        # Once, as setup ends at the first request: testing, debug (``app.run(debug=True)``),
+        # PROPAGATE_EXCEPTIONS and other extensions are set up by then. And the app's own
+        # error handlers swallow exceptions before any hook sees them: wrap them, every one
+        # registered by now, so that a 5xx they return can say what the exception was.
+        # Wrapping the handlers, not handle_user_exception, keeps our frame out of every
+        # traceback the app formats.
+        if self._set_up:
             return
-        self._handlers_wrapped = True
+        self._set_up = True
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        wrap_error_handlers(app)
+        self._connect_signal_if_needed(app)
+        if self.state.config.capture_5xx:
+            wrap_error_handlers(app)
         # Needed once only: later requests need not call it. A new list, not a removal from
         # the one Flask may be iterating on another thread right now.
         funcs = app.before_request_funcs
@@ -388,6 +435,14 @@ class ErrorCapture:
         req = current_request()  # an after-request hook: always inside a request
         flags = req.__dict__
         if flags.get(_REQ_CAPTURED):
+            return
+        unhandled = sys.exc_info()[1]
+        if unhandled is not None and is_unhandled(unhandled):
+            # Flask's handle_exception is making this 500 of an exception no handler took
+            # (an app's errorhandler(500) included, which gets Flask's InternalServerError).
+            self.capture_unhandled(unhandled, req)
+            return
+        if not self.state.config.capture_5xx:
             return
         exc = flags.get(_REQ_HANDLED)
         if exc is not None and getattr(exc, _CAPTURED, False):
@@ -419,8 +474,9 @@ class ErrorCapture:
 
     def detach(self) -> None:
         app = self._app_ref() if self._app_ref is not None else None
-        if app is not None:
+        if app is not None and self._signal_connected:
             got_request_exception.disconnect(self._on_request_exception, app)
+            self._signal_connected = False
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler = None
@@ -485,8 +541,14 @@ class MonitorLogHandler(logging.Handler):
             if on_monitoring_thread() or self._is_ignored(record.name):
                 return
             exc = record.exc_info[1] if record.exc_info else None
-            if exc is not None and getattr(exc, _CAPTURED, False):
-                return  # e.g. Flask's "Exception on /path": already published by the hook
+            if exc is not None:
+                if getattr(exc, _CAPTURED, False):
+                    return  # already published, by a hook or an earlier record
+                if is_unhandled(exc):
+                    # Flask's "Exception on /path", logged before the 500 reaches our hook:
+                    # the event the hook would have made, with the request it would have seen.
+                    self.capture.capture_unhandled(exc)
+                    return
             text = record.getMessage()
             if self.capture.is_echo(record, text):
                 return

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from blinker import Namespace
-from flask import abort, jsonify
+from flask import abort, got_request_exception, jsonify
 
 CHANNEL = "tickstock:errors"
 REQUIRED = {
@@ -42,15 +42,31 @@ def only_event(app, monitor, recorder):
     return events[0]
 
 
-def test_unhandled_exception_publishes_the_contract(setup):
-    app, monitor, recorder = setup()
+# Who sees an unhandled exception first: Flask's log record of it ("Exception on /path"),
+# logged before the 500 is made; the after-request hook, which the 500 passes; or, in an app
+# that propagates exceptions (no 500 is made), Flask's got_request_exception signal.
+FIRST_SEEN_BY = {
+    "log_record": {},
+    "error_response": {"TICKSTOCK_MONITOR_CAPTURE_LOGGING": False},
+    "signal": {"PROPAGATE_EXCEPTIONS": None},  # TESTING: Flask re-raises
+}
+
+
+@pytest.mark.parametrize("first_seen_by", FIRST_SEEN_BY)
+def test_unhandled_exception_publishes_the_contract(setup, first_seen_by):
+    app, monitor, recorder = setup(**FIRST_SEEN_BY[first_seen_by])
 
     @app.route("/quote/<symbol>")
     def quote(symbol):
         return {"price": 100 / 0}
 
-    response = app.test_client().get("/quote/AAPL?token=abc&user=bob", headers={"Cookie": "s=1"})
-    assert response.status_code == 500
+    client = app.test_client()
+    query, headers = "/quote/AAPL?token=abc&user=bob", {"Cookie": "s=1"}
+    if first_seen_by == "signal":
+        with pytest.raises(ZeroDivisionError):
+            client.get(query, headers=headers)
+    else:
+        assert client.get(query, headers=headers).status_code == 500
     event = only_event(app, monitor, recorder)
     assert REQUIRED <= set(event)
     assert event["type"] == "application_error"
@@ -67,6 +83,74 @@ def test_unhandled_exception_publishes_the_contract(setup):
     assert event["context"] == {"endpoint": "quote", "method": "GET", "path": "/quote/AAPL"}
     assert event["origin"] == "unhandled"
     assert monitor.stats(app)["published"] == 1
+
+
+def test_got_request_exception_is_connected_only_where_flask_propagates(setup):
+    # Where Flask makes a 500 the after-request hook sees every error, and blinker's dispatch
+    # would cost each erroring request as much again; the first request decides, as testing
+    # and debug are set by then, whatever they were when the monitor was initialised.
+    app, monitor, recorder = setup()
+    assert not got_request_exception.has_receivers_for(app)
+    app.config["PROPAGATE_EXCEPTIONS"] = None
+
+    @app.route("/boom")
+    def boom():
+        raise KeyError("late")
+
+    with pytest.raises(KeyError):
+        app.test_client().get("/boom")
+    assert got_request_exception.has_receivers_for(app)
+    event = only_event(app, monitor, recorder)
+    assert (event["origin"], event["error_type"]) == ("unhandled", "KeyError")
+
+
+def test_errors_an_extension_routes_and_swallows_keep_their_exception(setup):
+    # Flask-RESTful and Flask-RESTX take the app's error handling over on the instance (its
+    # handle_user_exception and handle_exception), make their own 500 and send
+    # got_request_exception for it: the hooks never see that exception, the signal does.
+    app, monitor, recorder = setup(TICKSTOCK_MONITOR_CAPTURE_LOGGING=False)
+    original = app.handle_user_exception
+
+    def error_router(error):
+        if isinstance(error, LookupError):
+            got_request_exception.send(app, exception=error)
+            return jsonify(message="Internal Server Error"), 500
+        return original(error)
+
+    app.handle_user_exception = error_router  # as those extensions do, with a partial
+
+    @app.route("/api/symbol")
+    def symbol():
+        raise LookupError("no such symbol")
+
+    response = app.test_client().get("/api/symbol")
+    assert (response.status_code, response.get_json()) == (
+        500,
+        {"message": "Internal Server Error"},
+    )
+    assert got_request_exception.has_receivers_for(app)
+    event = only_event(app, monitor, recorder)
+    assert (event["origin"], event["error_type"]) == ("unhandled", "LookupError")
+    assert 'raise LookupError("no such symbol")' in event["traceback"]
+
+
+def test_an_exception_being_handled_around_a_request_is_not_its_error(setup):
+    # The after-hook reads the exception being handled: only one Flask caught in this request
+    # is the request's own, not one the caller is handling while it makes the request.
+    app, monitor, recorder = setup(TICKSTOCK_MONITOR_CAPTURE_LOGGING=False)
+
+    @app.route("/down")
+    def down():
+        return "maintenance", 503
+
+    try:
+        raise RuntimeError("the caller's own")
+    except RuntimeError:
+        assert app.test_client().get("/down").status_code == 503
+    event = only_event(app, monitor, recorder)
+    assert event["origin"] == "handled_5xx"
+    assert event["message"] == "HTTP 503 SERVICE UNAVAILABLE from down"
+    assert "error_type" not in event and "traceback" not in event
 
 
 def test_request_details_only_when_configured(setup):
