@@ -212,6 +212,7 @@ class ErrorCapture:
         self.log_handler: MonitorLogHandler | None = None
         self._set_up = False
         self._signal_connected = False
+        self._setup_lock = threading.Lock()
         self._app_ref: weakref.ref[Flask] | None = None
         self.signal_receivers: list[tuple[Any, Callable[..., None]]] = []
         #: Called with each queued error item besides the publisher (the durable error log),
@@ -402,15 +403,18 @@ class ErrorCapture:
         self._connect_signal_if_needed(app)
 
     def _connect_signal_if_needed(self, app: Flask) -> None:
-        if needs_exception_signal(app) == self._signal_connected:
-            return
-        if self._signal_connected:
-            got_request_exception.disconnect(self._on_request_exception, app)
-        else:
-            # Weakly: the app holds this capture (app.extensions), and a strong reference from
-            # Flask's module-level signal would keep every app that ever had a monitor alive.
-            got_request_exception.connect(self._on_request_exception, app)
-        self._signal_connected = not self._signal_connected
+        wanted = needs_exception_signal(app)
+        with self._setup_lock:  # first requests may arrive on several threads at once
+            if wanted == self._signal_connected:
+                return
+            if wanted:
+                # Weakly: the app holds this capture (app.extensions), and a strong reference
+                # from Flask's module-level signal would keep every app that ever had a
+                # monitor alive.
+                got_request_exception.connect(self._on_request_exception, app)
+            else:
+                got_request_exception.disconnect(self._on_request_exception, app)
+            self._signal_connected = wanted
 
     def _before_request(self) -> None:
         # Once, as setup ends at the first request: testing, debug (``app.run(debug=True)``),
