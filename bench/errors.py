@@ -67,10 +67,11 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
         )
         monitor = TickStockMonitor(app)
         if variant == "hooks":
-            # Flask and blinker calling the monitor's two request hooks, which then capture
-            # nothing: the part of the cost that is the framework's dispatch, not our work.
-            # The request is still marked as captured, as a capture marks it, so that the
-            # after-request hook returns at once, as it does behind a real capture.
+            # Flask calling the monitor's after-request hook (and blinker its signal receiver,
+            # where that is connected), which then capture nothing: the part of the cost that
+            # is the framework's dispatch, not our work. The request is still marked as
+            # captured, as a capture marks it, so that a later hook or log record returns at
+            # once, as it does behind a real capture.
             def mark_only(*args: Any, **kwargs: Any) -> None:
                 req = args[10] if len(args) > 10 else kwargs.get("req")
                 if req is None:
