@@ -2,7 +2,8 @@
 
 Baselines measured in the same run: a bare erroring request (no monitor) and a synchronous
 PUBLISH per error, which is what the seed card's ``MonitoringPublisher`` does (redis-py client
-with the seed card's ``socket_timeout: 5``). For the sustained rate, two ceilings:
+with the seed card's ``socket_timeout: 5``); for the request path, also the least an in-process
+capture can do (:func:`floor_capture`). For the sustained rate, two ceilings:
 ``redis-benchmark``'s pipelined PUBLISH (the server) and a bare Python pipeline (a deque and a
 thread that sends what it takes), which is the most one interpreter can do per event.
 """
@@ -15,6 +16,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -80,6 +82,8 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
                     req.__dict__[capture_module._REQ_CAPTURED] = True
 
             monitor.state(app).capture.capture = mark_only  # type: ignore[method-assign]
+    elif variant == "floor":
+        floor_capture(app)
     elif variant == "sync":
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 
@@ -97,6 +101,40 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
         raise ZeroDivisionError("bench")
 
     return app, monitor
+
+
+def floor_capture(app: Flask) -> deque[tuple[Any, ...]]:
+    """The least an in-process capture can do on the request thread, as the floor for ours: one
+    after-request hook that, for a 5xx with an exception, copies what the error contract needs
+    (type, message, each frame's code and offset, endpoint, method, path, time) into a bounded
+    deque. Nothing is sent, checked, deduplicated or throttled; no thread takes the events."""
+    captured: deque[tuple[Any, ...]] = deque(maxlen=1024)
+
+    @app.after_request
+    def capture(response: Any) -> Any:
+        if response.status_code >= 500:
+            exc = sys.exc_info()[1]
+            if exc is not None:
+                frames: list[Any] = []
+                tb = exc.__traceback__
+                while tb is not None:
+                    frames += (tb.tb_frame.f_code, tb.tb_lasti)
+                    tb = tb.tb_next
+                req = capture_module.current_request()
+                captured.append(
+                    (
+                        type(exc),
+                        str(exc),
+                        tuple(frames),
+                        req.endpoint,
+                        req.method,
+                        req.path,
+                        time.time(),
+                    )
+                )
+        return response
+
+    return captured
 
 
 def request_times(app: Flask, count: int) -> list[float]:
@@ -316,7 +354,9 @@ def run() -> dict[str, Any]:
     with redis_server() as server:
         for name, flask_logging in (("logged", True), ("quiet", False)):
             results[f"request_up_{name}"] = request_path(
-                server.url, ["bare", "monitor", "hooks", "sync"], flask_logging=flask_logging
+                server.url,
+                ["bare", "monitor", "hooks", "floor", "sync"],
+                flask_logging=flask_logging,
             )
         server.pause()
         try:
@@ -349,6 +389,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 "<= 1.05x",
                 f"sync publish {up['ratio']['sync']:.3f}x; bare {up['bare'] * 1e6:.0f} us;"
                 f" Flask's dispatch of our hooks alone {up['ratio']['hooks']:.3f}x;"
+                f" the least capture (nothing sent) {up['ratio']['floor']:.3f}x;"
                 f" a second bare app {up['ratio']['control']:.3f}x",
             ]
         )
