@@ -34,6 +34,8 @@ from typing import Any
 CHUNK = 1024
 EVENTS = 22 * CHUNK  # events in the larger run of the error plane's figures (the other: none)
 REQUESTS = (100, 1_100)  # erroring requests in the two runs of the request figures
+#: the request figures' variants, as ``bench.errors.erroring_app`` builds them
+REQUEST_VARIANTS = ("bare", "monitor", "hooks", "floor")
 
 
 # --- what each counted run executes --------------------------------------------------------
@@ -168,9 +170,7 @@ def run() -> dict[str, Any]:
     few, many = REQUESTS
     jobs = [(s, n) for s in ("errors", "floor") for n in (0, large)]
     jobs += [(f"{s}-fill", large) for s in ("errors", "floor")]
-    jobs += [
-        (f"request-{v}", n) for v in ("bare", "monitor", "hooks", "floor") for n in (few, many)
-    ]
+    jobs += [(f"request-{v}", n) for v in REQUEST_VARIANTS for n in (few, many)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: count(*job), jobs), strict=True))
     results: dict[str, Any] = {}
@@ -180,7 +180,7 @@ def run() -> dict[str, Any]:
         results[side] = {"caller": (fill - empty) / large, "publisher": (full - fill) / large}
     per_request = {
         v: (counts[(f"request-{v}", many)] - counts[(f"request-{v}", few)]) / (many - few)
-        for v in ("bare", "monitor", "hooks", "floor")
+        for v in REQUEST_VARIANTS
     }
     results["request"] = per_request
     results["events"] = large
