@@ -27,8 +27,8 @@ import redis
 from flask import Flask
 from flask.logging import default_handler
 
-from flask_tickstock_monitor import TickStockMonitor, events, topology
-from flask_tickstock_monitor import capture as capture_module
+from flask_tickstock_monitor import TickStockMonitor, _compat, events, flaskhooks
+from flask_tickstock_monitor.transport import wire
 
 from .common import median, percentile, redis_server
 
@@ -77,9 +77,9 @@ def erroring_app(variant: str, url: str, flask_logging: bool = False) -> tuple[F
             def mark_only(*args: Any, **kwargs: Any) -> None:
                 req = args[10] if len(args) > 10 else kwargs.get("req")
                 if req is None:
-                    req = capture_module.current_request()
+                    req = _compat.current_request()
                 if req is not None:
-                    req.__dict__[capture_module._REQ_CAPTURED] = True
+                    req.__dict__[flaskhooks.REQ_CAPTURED] = True
 
             monitor.state(app).capture.capture = mark_only  # type: ignore[method-assign]
     elif variant == "floor":
@@ -120,7 +120,7 @@ def floor_capture(app: Flask) -> deque[tuple[Any, ...]]:
                 while tb is not None:
                     frames += (tb.tb_frame.f_code, tb.tb_lasti)
                     tb = tb.tb_next
-                req = capture_module.current_request()
+                req = _compat.current_request()
                 captured.append(
                     (
                         type(exc),
@@ -289,8 +289,8 @@ def python_floor(port: int, count: int = 300_000) -> float:
                 continue
             batch = [queue.popleft() for _ in range(min(1024, len(queue)))]
             messages = floor_messages(batch)
-            sock.sendall(topology._pack_publishes(b"PUBLISH", messages))
-            topology._read_line_replies(sock, len(messages))
+            sock.sendall(wire._pack_publishes(b"PUBLISH", messages))
+            wire._read_line_replies(sock, len(messages))
             sent += len(messages)
         done.set()
 

@@ -44,7 +44,9 @@ REQUEST_VARIANTS = ("bare", "monitor", "hooks", "floor")
 def _errors(count: int, drain: bool) -> None:
     from flask import Flask
 
-    from flask_tickstock_monitor import TickStockMonitor, topology, transport
+    from flask_tickstock_monitor import TickStockMonitor
+    from flask_tickstock_monitor.transport import publisher as publisher_module
+    from flask_tickstock_monitor.transport import wire
 
     app = Flask("bench_instructions")
     app.config.update(
@@ -58,7 +60,7 @@ def _errors(count: int, drain: bool) -> None:
     publisher = monitor.state(app).publisher
     # The batch is packed as for Redis and not written: a socket's cost is the kernel's, and
     # the replies' timing would make the count vary.
-    transport.send_batch = lambda client, messages, stores=(): topology._pack_publishes(  # type: ignore[assignment]
+    publisher_module.publish_batch = lambda client, messages, stores=(): wire._pack_publishes(  # type: ignore[assignment]
         b"PUBLISH", messages
     )
     publisher._thread = _NoThread()  # type: ignore[assignment]  # this thread drains, in turn
@@ -87,7 +89,8 @@ class _NoThread:
 def _floor(count: int, drain: bool) -> None:
     import time
 
-    from flask_tickstock_monitor import events, topology
+    from flask_tickstock_monitor import events
+    from flask_tickstock_monitor.transport import wire
 
     from .errors import FloorItem, floor_messages
 
@@ -99,7 +102,7 @@ def _floor(count: int, drain: bool) -> None:
             queue.clear()
             continue
         messages = floor_messages([queue.popleft() for _ in range(len(queue))])
-        topology._pack_publishes(b"PUBLISH", messages)
+        wire._pack_publishes(b"PUBLISH", messages)
 
 
 def _request(variant: str, count: int) -> None:

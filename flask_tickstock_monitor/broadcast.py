@@ -11,44 +11,31 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .capture import Throttle
-from .config import ConfigurationError, as_bool
+from ._util import RateLimitedLog
+from .config import SocketConfig
+from .constants import INVALIDATION_EVENT
 
 if TYPE_CHECKING:
-    from .extension import MonitorState
+    from .state import MonitorState
 
 log = logging.getLogger("flask_tickstock_monitor.relay")
-
-#: Event names sent to browsers.
-INVALIDATION_EVENT = "cache_invalidated"
-HEALTH_EVENT = "tickstock_health"
-ERROR_EVENT = "tickstock_error"
-
-
-def as_namespace(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
-        raise ConfigurationError(f"{key} must be a Socket.IO namespace such as '/', got {value!r}")
-    return value
 
 
 class SocketBroadcaster:
     """Emits to the clients of this process's Flask-SocketIO server, when there is one."""
 
-    def __init__(self, state: MonitorState):
-        reader = state.reader
+    def __init__(self, state: MonitorState, config: SocketConfig):
         self.state = state
-        self.enabled: bool = reader.get("SOCKETIO_ENABLED", True, as_bool)
-        self.namespace: str = reader.get("SOCKETIO_NAMESPACE", "/", as_namespace)
-        self.monitor_namespace: str = reader.get(
-            "SOCKETIO_MONITOR_NAMESPACE", "/tickstock-monitor", as_namespace
-        )
-        self.relay_monitoring: bool = reader.get("SOCKETIO_RELAY_MONITORING", True, as_bool)
+        self.enabled = config.enabled
+        self.namespace = config.namespace
+        self.monitor_namespace = config.monitor_namespace
+        self.relay_monitoring = config.relay_monitoring
         #: Decides whether a client may join the monitoring namespace (runs in its request context).
         self.connect_guard: Callable[[], bool] | None = None
         self.emitted = 0
         self.failed = 0
         self._guarded: set[int] = set()
-        self._log_throttle = Throttle(1, 60.0)
+        self._log = RateLimitedLog(log)
 
     def socketio(self) -> Any:
         if not self.enabled:
@@ -84,14 +71,7 @@ class SocketBroadcaster:
             sio.emit(event, data, namespace=namespace, ignore_queue=True)
         except Exception as exc:
             self.failed += 1
-            allowed, suppressed = self._log_throttle.admit(type(exc))
-            if allowed:
-                log.warning(
-                    "Socket.IO emit of %r failed (%s; %d similar suppressed)",
-                    event,
-                    exc,
-                    suppressed,
-                )
+            self._log.warning(type(exc), "Socket.IO emit of %r failed (%s)", event, exc)
             return False
         self.emitted += 1
         return True

@@ -1,14 +1,14 @@
-"""Where errors come from: Flask's request hooks, logging, blinker signals and explicit calls.
+"""The errors plane: errors of one app, from Flask's request hooks, logging, blinker signals and
+explicit calls, turned into queued events.
 
-Everything here runs on the thread that had the error, so it only captures (the exception
-object and a small request snapshot), throttles and enqueues; formatting, scrubbing and
-serialising happen on the publisher thread.
+What runs on the thread that had the error (:meth:`ErrorCapture.capture` and the hooks) only
+captures (a copy of the traceback's frames and a small request snapshot), throttles and
+enqueues. :meth:`ErrorCapture._build`, which formats, truncates and scrubs, runs later on the
+thread that consumes the item: the publisher's, or the durable error log's writer.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import sys
 import threading
@@ -18,22 +18,27 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, got_request_exception, has_request_context, request
+from flask import Flask, current_app, got_request_exception
 
 from . import events
-from .transport import Dropped, Outgoing, on_monitoring_thread
+from ._compat import current_request
+from ._util import Throttle
+from .flaskhooks import (
+    CAPTURED,
+    REQ_CAPTURED,
+    REQ_HANDLED,
+    exception_key,
+    is_unhandled,
+    needs_exception_signal,
+    request_snapshot,
+    wrap_error_handlers,
+)
+from .logcapture import MonitorLogHandler
+from .tracebacks import ExceptionData, extract_exception, format_traceback
+from .transport import Outgoing
 
 if TYPE_CHECKING:
-    from .extension import MonitorState
-
-#: On an exception: it was published (however many hooks see it, one error is one event).
-_CAPTURED = "__tickstock_captured__"
-#: On the request object (one per request, where ``g`` may be shared by requests made in an
-#: app context pushed by the caller): what was captured in it, and the exception an error
-#: handler of the app turned into a response.
-_REQ_CAPTURED = "_tickstock_captured"
-_REQ_HANDLED = "_tickstock_handled_exc"
-
+    from .state import MonitorState
 
 _SEVERITIES = frozenset(events.SEVERITIES)
 
@@ -41,163 +46,6 @@ _SEVERITIES = frozenset(events.SEVERITIES)
 def check_severity(severity: str) -> None:
     if severity not in _SEVERITIES:
         raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
-
-
-def severity_for_level(levelno: int) -> str:
-    if levelno >= logging.CRITICAL:
-        return "critical"
-    if levelno >= logging.ERROR:
-        return "error"
-    return "warning"
-
-
-class Throttle:
-    """Lets ``limit`` identical errors through per ``window`` seconds and counts the rest."""
-
-    def __init__(self, limit: int, window: float, max_keys: int = 10_000):
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self._lock = threading.Lock()
-        self._windows: dict[Any, list[Any]] = {}  # key -> [window start, count, suppressed]
-
-    def admit(self, key: Any) -> tuple[bool, int]:
-        """``(allowed, suppressed since the last admitted one)``."""
-        if self.limit <= 0:
-            return True, 0
-        now = time.monotonic()
-        with self._lock:
-            entry = self._windows.get(key)
-            if entry is None:
-                if len(self._windows) >= self.max_keys:
-                    self._expire(now)
-                self._windows[key] = [now, 1, 0]
-                return True, 0
-            if now - entry[0] >= self.window:
-                suppressed = entry[2]
-                entry[0], entry[1], entry[2] = now, 1, 0
-                return True, suppressed
-            if entry[1] < self.limit:
-                entry[1] += 1
-                return True, 0
-            entry[2] += 1
-            return False, 0
-
-    def _expire(self, now: float) -> None:
-        stale = [k for k, v in self._windows.items() if now - v[0] >= self.window and not v[2]]
-        for key in stale:
-            del self._windows[key]
-        if len(self._windows) >= self.max_keys:  # all busy: forget the oldest half
-            oldest = sorted(self._windows.items(), key=lambda kv: kv[1][0])
-            for key, _ in oldest[: len(oldest) // 2]:
-                del self._windows[key]
-
-
-def exception_key(exc: BaseException) -> tuple[Any, ...]:
-    """Same type raised at the same place: the innermost frame of the traceback."""
-    tb = exc.__traceback__
-    if tb is None:
-        return (type(exc), str(exc)[:200])
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return (type(exc), tb.tb_frame.f_code.co_filename, tb.tb_lineno)
-
-
-def request_snapshot(state: MonitorState, req: Any) -> dict[str, Any]:
-    """The small, safe part of a request: never bodies, cookies or IP by default."""
-    config = state.config
-    snapshot: dict[str, Any] = {"endpoint": req.endpoint, "method": req.method, "path": req.path}
-    if config.include_query and req.args:
-        snapshot["query"] = req.args.to_dict(flat=False)
-    if config.include_headers:
-        snapshot["headers"] = state.scrubber.headers_view(req.headers.items())
-    if config.include_client_ip:
-        snapshot["client_ip"] = req.remote_addr
-    return snapshot
-
-
-# Where Flask catches what no error handler took: the first frame of such an exception's
-# traceback, while ``handle_exception`` turns it into a 500 (or re-raises it, when the app
-# propagates exceptions).
-_WSGI_APP_CODE = Flask.wsgi_app.__code__
-
-
-def is_unhandled(exc: BaseException) -> bool:
-    """``exc`` is what Flask's ``wsgi_app`` caught: an exception no error handler took."""
-    tb = exc.__traceback__
-    return tb is not None and tb.tb_frame.f_code is _WSGI_APP_CODE
-
-
-def needs_exception_signal(app: Flask) -> bool:
-    """Some errors of ``app`` reach Flask's ``got_request_exception`` and no 5xx response: the
-    app propagates exceptions (testing, debug: ``handle_exception`` re-raises instead of making
-    a 500), or an extension routes its errors (Flask-RESTful and Flask-RESTX set the app's
-    ``handle_exception`` and ``handle_user_exception``, and send the signal for what they
-    swallow, which then has no exception our hooks can see)."""
-    if "handle_exception" in app.__dict__ or "handle_user_exception" in app.__dict__:
-        return True
-    propagate = app.config.get("PROPAGATE_EXCEPTIONS")
-    return bool(app.testing or app.debug) if propagate is None else bool(propagate)
-
-
-def _public_current_request() -> Any:
-    if has_request_context():  # not a try: raising costs more than asking, outside one
-        return request._get_current_object()  # type: ignore[attr-defined]
-    return None
-
-
-# Flask 2.2 to 3.1 keep the active request context in this context variable: read directly,
-# it costs a capture a Python call less than the public functions do (counted with callgrind:
-# this and the monitor's ``state`` reading the app context so cut 3k of the 17k instructions
-# of an explicit publish_error). Flask 3.2 merges the request context into the app context
-# and drops the variable: there, the public functions.
-try:
-    from flask.globals import _cv_request
-except ImportError:  # pragma: no cover - depends on the Flask version
-    current_request = _public_current_request
-else:
-
-    def current_request() -> Any:
-        """The request being handled on this thread, or ``None`` outside one."""
-        ctx = _cv_request.get(None)
-        return None if ctx is None else ctx.request
-
-
-def _note_handled(error: Any) -> None:
-    req = current_request()
-    if req is not None:  # else a handler called outside a request: nothing to note it on
-        req.__dict__[_REQ_HANDLED] = error
-
-
-def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    if getattr(handler, _CAPTURED, False):
-        return handler
-    if inspect.iscoroutinefunction(handler):
-
-        @functools.wraps(handler)
-        async def remember_async(error: Any) -> Any:
-            _note_handled(error)
-            return await handler(error)
-
-        wrapped: Callable[[Any], Any] = remember_async
-    else:
-
-        @functools.wraps(handler)
-        def remember(error: Any) -> Any:
-            _note_handled(error)
-            return handler(error)
-
-        wrapped = remember
-    setattr(wrapped, _CAPTURED, True)
-    return wrapped
-
-
-def wrap_error_handlers(app: Flask) -> None:
-    """Make each registered error handler (app and blueprints) note the error it handles."""
-    for by_code in app.error_handler_spec.values():
-        for by_class in by_code.values():
-            for kind, handler in list(by_class.items()):
-                by_class[kind] = _remember_handled(handler)
 
 
 class ErrorCapture:
@@ -274,15 +122,15 @@ class ErrorCapture:
         if not state.active or not state.config.errors_enabled:
             return None
         if exc is not None:
-            if getattr(exc, _CAPTURED, False):
+            if getattr(exc, CAPTURED, False):
                 return None
             try:
-                setattr(exc, _CAPTURED, True)
+                setattr(exc, CAPTURED, True)
             except (AttributeError, TypeError):  # cannot be marked: the request flag tells
-                if req is not None and req.__dict__.get(_REQ_CAPTURED) is exc:
+                if req is not None and req.__dict__.get(REQ_CAPTURED) is exc:
                     return None
         if req is not None:
-            req.__dict__[_REQ_CAPTURED] = exc if exc is not None else True
+            req.__dict__[REQ_CAPTURED] = exc if exc is not None else True
         suppressed = 0
         if self.throttle.limit > 0:
             if key is None:
@@ -294,13 +142,13 @@ class ErrorCapture:
         # a hook never reads the id: take a number now, make its text on the publisher thread
         error_id: str | int = events.new_id() if want_id else events.id_number()
         if req is not None:
-            fields = request_snapshot(state, req)
+            fields = request_snapshot(state.config, state.scrubber, req)
             if context:
                 fields.update(context)
         else:
             fields = dict(context) if context else {}
         # Only plain data goes into the queue: the exception would keep the request's frames alive.
-        exc_data = events.extract_exception(exc) if exc is not None else None
+        exc_data = extract_exception(exc) if exc is not None else None
         timestamp = time.time()
         # The builder's arguments, queued as they are (see Publisher.compact: one object for
         # the collector, not two), unless a sink shares the build.
@@ -332,7 +180,7 @@ class ErrorCapture:
     def _build(
         self,
         error_id: str | int,
-        exc_data: events.ExceptionData | None,
+        exc_data: ExceptionData | None,
         message: str | None,
         http: tuple[str, str | None] | None,
         severity: str,
@@ -366,7 +214,7 @@ class ErrorCapture:
             timestamp,
             error_id,
             error_type,
-            events.format_traceback(exc_data, config.max_traceback_chars)
+            format_traceback(exc_data, config.max_traceback_chars)
             if exc_data and exc_data[-1][2]
             else None,
             state.scrubber.scrub(context),
@@ -438,7 +286,7 @@ class ErrorCapture:
     def _on_error_response(self, response: Any) -> None:
         req = current_request()  # an after-request hook: always inside a request
         flags = req.__dict__
-        if flags.get(_REQ_CAPTURED):
+        if flags.get(REQ_CAPTURED):
             return
         unhandled = sys.exc_info()[1]
         if unhandled is not None and is_unhandled(unhandled):
@@ -448,8 +296,8 @@ class ErrorCapture:
             return
         if not self.state.config.capture_5xx:
             return
-        exc = flags.get(_REQ_HANDLED)
-        if exc is not None and getattr(exc, _CAPTURED, False):
+        exc = flags.get(REQ_HANDLED)
+        if exc is not None and getattr(exc, CAPTURED, False):
             return
         endpoint = req.endpoint
         status = response.status_code
@@ -521,52 +369,3 @@ class ErrorCapture:
         signal.connect(receiver, weak=False)
         self.signal_receivers.append((signal, receiver))
         return receiver
-
-
-class MonitorLogHandler(logging.Handler):
-    """Publishes log records at or above a level, built never to publish its own echo."""
-
-    def __init__(self, capture: ErrorCapture, level: int, ignore: tuple[str, ...]):
-        super().__init__(level)
-        self.capture = capture
-        self.ignore = ignore
-        self._ignored: dict[str, bool] = {}
-
-    def _is_ignored(self, name: str) -> bool:
-        ignored = self._ignored.get(name)
-        if ignored is None:
-            ignored = any(name == p or name.startswith(p + ".") for p in self.ignore)
-            if len(self._ignored) < 10_000:
-                self._ignored[name] = ignored
-        return ignored
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            if on_monitoring_thread() or self._is_ignored(record.name):
-                return
-            exc = record.exc_info[1] if record.exc_info else None
-            if exc is not None:
-                if getattr(exc, _CAPTURED, False):
-                    return  # already published, by a hook or an earlier record
-                if is_unhandled(exc):
-                    # Flask's "Exception on /path", logged before the 500 reaches our hook:
-                    # the event the hook would have made, with the request it would have seen.
-                    self.capture.capture_unhandled(exc)
-                    return
-            text = record.getMessage()
-            if self.capture.is_echo(record, text):
-                return
-            self.capture.capture(
-                message=text,
-                exc=exc,
-                severity=severity_for_level(record.levelno),
-                component=record.name,
-                context={"logger": record.name, "function": record.funcName, "line": record.lineno},
-                key=("log", record.name, record.pathname, record.lineno),
-                origin="logging",
-                want_id=False,
-            )
-        except Dropped:
-            pass
-        except Exception:
-            self.handleError(record)

@@ -7,27 +7,16 @@ import json
 import queue
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
-from . import events, topology
-from .extension import EXTENSION_KEY, MonitorState
-from .subscriber import is_health_message
-from .transport import Subscription
-
-
-def current_state() -> MonitorState:
-    state = current_app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        raise click.ClickException(
-            "TickStockMonitor is not registered on this app. Did you forget to call 'init_app'?"
-        )
-    return state  # type: ignore[no-any-return]
+from . import events
+from .cli_errorlog import current_state, errorlog_commands
+from .state import MonitorState
+from .transport import Subscription, clients
 
 
 @click.group("tickstock")
@@ -35,120 +24,15 @@ def tickstock() -> None:
     """TickStock monitoring: Redis health, channels, counters."""
 
 
+for _command in errorlog_commands:
+    tickstock.add_command(_command)
+
+
 @tickstock.command("stats")
 @with_appcontext
 def stats_command() -> None:
     """Print this process's publish and drop counters as JSON."""
     click.echo(json.dumps(current_state().stats(), indent=2, sort_keys=True, default=str))
-
-
-# --- the durable error log (errorlog.py) -------------------------------------------------------
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class Duration(click.ParamType):
-    """``30s``, ``5m``, ``2h``, ``30d`` or ``1w`` as a ``timedelta``."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        text = str(value).strip().lower()
-        number, unit = text[:-1], text[-1:]
-        try:
-            amount = float(number) if unit in _DURATION_UNITS else -1.0
-        except ValueError:
-            amount = -1.0
-        if not amount > 0 or amount == float("inf"):
-            self.fail(
-                f"{value!r} is not a duration: use a positive number followed by s, m, h, d or w"
-                " (e.g. 30s, 5m, 2h, 30d)",
-                param,
-                ctx,
-            )
-        return timedelta(seconds=amount * _DURATION_UNITS[unit])
-
-
-def current_errorlog() -> Any:
-    errorlog = current_state().planes.get("errorlog")
-    if errorlog is None:
-        raise click.ClickException(
-            "The durable error log is not configured: set TICKSTOCK_MONITOR_DATABASE_URI."
-        )
-    return errorlog
-
-
-def _database_failed(errorlog: Any, exc: Exception) -> click.ClickException:
-    where = errorlog.config.url.render_as_string(hide_password=True)
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return click.ClickException(f"The error log database {where} failed: {first_line}")
-
-
-@tickstock.command("init-db")
-@with_appcontext
-def init_db_command() -> None:
-    """Create the error_logs table (and its indexes) when it is missing."""
-    from .errorlog import create_table
-
-    errorlog = current_errorlog()
-    where = errorlog.config.url.render_as_string(hide_password=True)
-    try:
-        created = create_table(errorlog.engine)
-    except Exception as exc:
-        raise _database_failed(errorlog, exc) from None
-    click.echo(f"{'Created' if created else 'Found'} table error_logs in {where}.")
-
-
-@tickstock.command("errors")
-@click.option("--since", type=Duration(), default=None, help="Only errors logged this recently.")
-@click.option(
-    "--severity",
-    type=click.Choice(["warning", "error", "critical"]),
-    default="warning",
-    show_default=True,
-    help="This severity and above.",
-)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@with_appcontext
-def errors_command(since: timedelta | None, severity: str, limit: int, as_json: bool) -> None:
-    """Print the newest errors in the error log (newest first)."""
-    from .errorlog import recent_errors
-
-    errorlog = current_errorlog()
-    try:
-        rows = recent_errors(errorlog.engine, since=since, min_severity=severity, limit=limit)
-    except Exception as exc:
-        raise _database_failed(errorlog, exc) from None
-    for row in rows:
-        created_at = row["created_at"].isoformat() if row["created_at"] else None
-        if as_json:
-            click.echo(json.dumps({**row, "created_at": created_at}, sort_keys=True, default=str))
-            continue
-        context = json.dumps(row["error_context"], sort_keys=True) if row["error_context"] else ""
-        click.echo(
-            f"{created_at}  {row['severity']:<8}  {row['component'] or '-'}: {row['message']}"
-            + (f"  {context}" if context else "")
-        )
-    if not rows and not as_json:
-        click.echo("No errors found.")
-
-
-@tickstock.command("prune")
-@click.option("--older-than", type=Duration(), required=True, help="e.g. 30d")
-@with_appcontext
-def prune_command(older_than: timedelta) -> None:
-    """Delete errors logged longer ago than --older-than."""
-    from .errorlog import prune
-
-    errorlog = current_errorlog()
-    try:
-        deleted = prune(errorlog.engine, older_than)
-    except Exception as exc:
-        raise _database_failed(errorlog, exc) from None
-    click.echo(f"Deleted {deleted} error{'s' if deleted != 1 else ''} from error_logs.")
 
 
 # --- health and diagnostics ------------------------------------------------------------------
@@ -176,7 +60,7 @@ def _safe_url(url: str) -> str:
 
 def _ping_ms(client: Any) -> float:
     started = time.perf_counter()
-    topology.ping(client)
+    clients.ping(client)
     return (time.perf_counter() - started) * 1000
 
 
@@ -196,13 +80,13 @@ def health_command() -> None:
         click.echo(f"FAILED  Redis connection failed: {exc}")
         raise click.exceptions.Exit(1) from None
     click.echo(f"OK      Redis connection ({latency:.2f} ms)")
-    counts = topology.channel_counts(client, "tickstock*")
+    counts = clients.channel_counts(client, "tickstock*")
     click.echo(f"        Active channels: {len(counts)}")
     for name, subscribers in counts.items():
         click.echo(f"          - {name}: {subscribers} subscribers")
     try:
         message = json.dumps({"type": "test", "timestamp": time.time()})
-        reached = topology.publish_one(client, state.config.channel_monitoring, message)
+        reached = clients.publish_one(client, state.config.channel_monitoring, message)
     except Exception as exc:
         click.echo(f"FAILED  Test publish failed: {exc}")
         raise click.exceptions.Exit(1) from None
@@ -219,10 +103,10 @@ def channels_command() -> None:
     state = current_state()
     client = _redis()
     try:
-        counts = topology.channel_counts(client, "tickstock*")
+        counts = clients.channel_counts(client, "tickstock*")
         config = state.config
         ours = [config.channel_errors, config.channel_monitoring, config.channel_invalidation]
-        counts.update(topology.subscriber_counts(client, ours))
+        counts.update(clients.subscriber_counts(client, ours))
     except Exception as exc:
         click.echo(f"FAILED  Redis connection failed: {exc}")
         raise click.exceptions.Exit(1) from None
@@ -257,7 +141,7 @@ def listen_command(
         try:
             message: Any = events.parse(data, 1_048_576)
         except events.InvalidMessage as exc:
-            message = {"_invalid": exc.reason, "_raw": topology.as_text(data)[:1000]}
+            message = {"_invalid": exc.reason, "_raw": clients.as_text(data)[:1000]}
         if as_json:
             click.echo(json.dumps({"channel": channel, "message": message}, sort_keys=True))
         else:
@@ -307,7 +191,7 @@ def publish_test_command(channel: str | None) -> None:
     channel = channel or state.config.channel_monitoring
     message = {"type": "test", "timestamp": time.time(), "instance": state.instance_id}
     try:
-        reached = topology.publish_one(_redis(), channel, json.dumps(message))
+        reached = clients.publish_one(_redis(), channel, json.dumps(message))
     except Exception as exc:
         click.echo(f"FAILED  Test publish to {channel} failed: {exc}")
         raise click.exceptions.Exit(1) from None
@@ -351,11 +235,11 @@ def doctor_command(sample_seconds: float) -> None:
     )
 
     ours = [config.channel_errors, config.channel_monitoring, config.channel_invalidation]
-    counts = topology.channel_counts(client, "*")
+    counts = clients.channel_counts(client, "*")
     for name, subscribers in sorted(counts.items()):
         if name in REMOVED_CHANNELS or fnmatch.fnmatchcase(name, REMOVED_PATTERN):
             report(False, f"removed channel {name} still has {subscribers} subscribers")
-    for name, subscribers in topology.subscriber_counts(client, ours).items():
+    for name, subscribers in clients.subscriber_counts(client, ours).items():
         click.echo(f"        {name}: {subscribers} subscribers")
 
     click.echo(f"Sampling live messages for {sample_seconds:g}s …")
@@ -400,7 +284,7 @@ def _validate(channel: str, data: Any, state: MonitorState) -> str | None:
     }
     try:
         message = events.parse(data, 1_048_576)
-        if channel == config.channel_monitoring and not is_health_message(message):
+        if channel == config.channel_monitoring and not events.is_health_message(message):
             return None  # other monitoring events and test messages have no contract here
         if channel in validators:
             validators[channel](message)

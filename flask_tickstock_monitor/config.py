@@ -1,34 +1,192 @@
-"""Configuration keys, their TickStockAppV2 fallbacks, and validation.
+"""Every configuration key, its TickStockAppV2 fallbacks, its default and its check, in one table.
 
-Every key is read once, in ``init_app``; a bad value raises :class:`ConfigurationError`
-naming the key, so a typo fails at start-up rather than silently disabling monitoring.
+Every key is read once, in ``init_app``, before anything is attached to the app; a bad value
+raises :class:`ConfigurationError` naming the key, so a typo fails at start-up rather than
+silently disabling monitoring. Each plane receives its section (:class:`HealthConfig`, …).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-PREFIX = "TICKSTOCK_MONITOR_"
-
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DEFAULT_SOURCE = "TickStockAppV2"
-
-#: Loggers whose records are never published: our own, and the loggers TickStockAppV2 uses to
-#: re-log every message it receives on ``tickstock:errors`` (publishing those would loop).
-DEFAULT_IGNORE_LOGGERS = (
-    "flask_tickstock_monitor",
-    "src.core.services.error_subscriber",
-    "src.core.services.enhanced_logger",
+from . import convert as c
+from .constants import (
+    CHANNEL_ERRORS,
+    CHANNEL_INVALIDATION,
+    CHANNEL_MONITORING,
+    DEFAULT_IGNORE_LOGGERS,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SOURCE,
+    PREFIX,
 )
+from .convert import ConfigurationError
+from .transport import urls
+
+__all__ = ["KEYS", "ConfigReader", "ConfigurationError", "Key", "MonitorConfig", "load_config"]
 
 
-class ConfigurationError(RuntimeError):
-    """A configuration value is missing or invalid; the message names the key."""
+@dataclass(frozen=True)
+class Key:
+    """``TICKSTOCK_MONITOR_<name>``; where it is absent, each fallback name in ``app.config``,
+    then in the environment (TickStockAppV2 keeps its settings there)."""
+
+    name: str
+    default: Any
+    convert: Callable[[str, Any], Any]
+    fallbacks: tuple[str, ...] = ()
+
+
+_positive_int = c.positive(int)
+_positive_float = c.positive(float)
+
+#: Every key of ours, by section. A default of ``None`` is worked out from other keys.
+KEYS: dict[str, Key] = {
+    key.name: key
+    for key in (
+        # core
+        Key("ENABLED", True, c.as_bool, ("MONITORING_ENABLED",)),
+        Key("REDIS_URL", None, c.as_str, ("REDIS_URL",)),  # else REDIS_HOST…: resolve_redis_url
+        Key("SENTINELS", (), c.as_str_tuple),
+        Key("SENTINEL_SERVICE", None, c.as_str),
+        Key("SHARDED_PUBSUB", False, c.as_bool),
+        Key("INSTANCE_ID", None, lambda key, value: c.as_str(key, str(value))),
+        Key("COMPONENT", None, c.as_str),  # the app's import name
+        Key("SOURCE", DEFAULT_SOURCE, c.as_str),
+        Key("CHANNEL_ERRORS", CHANNEL_ERRORS, c.as_str, ("REDIS_ERROR_CHANNEL",)),
+        Key("CHANNEL_MONITORING", CHANNEL_MONITORING, c.as_str),
+        Key("CHANNEL_INVALIDATION", CHANNEL_INVALIDATION, c.as_str),
+        # the publisher
+        Key("QUEUE_SIZE", 10_000, _positive_int),
+        Key("BATCH_SIZE", 512, _positive_int),
+        Key("PUBLISH_LINGER", 0.02, c.at_least(float, 0)),
+        Key("SOCKET_TIMEOUT", 0.5, _positive_float),
+        Key("EXIT_FLUSH_TIMEOUT", 2.0, c.at_least(float, 0)),
+        # errors
+        Key("ERRORS_ENABLED", True, c.as_bool, ("ERROR_CHANNEL_ENABLED",)),
+        Key("CAPTURE_LOGGING", True, c.as_bool),
+        Key("LOG_LEVEL", logging.ERROR, c.as_level),
+        Key("IGNORE_LOGGERS", (), c.as_str_tuple),
+        Key("CAPTURE_5XX", True, c.as_bool),
+        Key("INCLUDE_QUERY", False, c.as_bool),
+        Key("INCLUDE_HEADERS", False, c.as_bool),
+        Key("INCLUDE_CLIENT_IP", False, c.as_bool),
+        Key("SCRUB_KEYS", (), c.as_str_tuple),
+        Key("SCRUB_HEADERS", (), c.as_str_tuple),
+        Key("THROTTLE_WINDOW", 60.0, _positive_float),
+        Key("THROTTLE_LIMIT", 10, c.at_least(int, 0)),
+        Key("MAX_MESSAGE_CHARS", 4_096, c.at_least(int, 64)),
+        Key("MAX_TRACEBACK_CHARS", 32_768, c.at_least(int, 256)),
+        Key("MAX_CONTEXT_BYTES", 16_384, c.at_least(int, 256)),
+        Key("MAX_CONTEXT_DEPTH", 5, c.at_least(int, 1)),
+        Key("MAX_CONTEXT_ITEMS", 50, c.at_least(int, 1)),
+        # health
+        Key("HEALTH_ENABLED", True, c.as_bool),
+        Key("HEALTH_INTERVAL", 30.0, _positive_float, ("HEALTH_CHECK_INTERVAL",)),
+        Key("HEALTH_CHECK_TIMEOUT", 2.0, _positive_float, ("HEALTH_CHECK_TIMEOUT",)),
+        Key("HEALTH_POLL", None, _positive_float),  # min(interval, 5)
+        Key("HEALTH_JITTER", 0.1, c.as_fraction),
+        Key("HEALTH_LATEST_TTL", None, _positive_float),  # 3 intervals
+        Key("HEALTH_ENDPOINT", None, c.as_path),
+        # relay and Socket.IO
+        Key("RELAY_ENABLED", True, c.as_bool),
+        Key("RELAY_QUEUE_SIZE", 10_000, c.at_least(int, 1)),
+        Key("RELAY_MAX_MESSAGE_BYTES", 262_144, c.at_least(int, 256)),
+        Key("RELAY_MAX_KEYS", 10_000, c.at_least(int, 1)),
+        Key("RELAY_CLEAR_ON_RECONNECT", True, c.as_bool),
+        Key("SOCKETIO_ENABLED", True, c.as_bool),
+        Key("SOCKETIO_NAMESPACE", "/", c.as_namespace),
+        Key("SOCKETIO_MONITOR_NAMESPACE", "/tickstock-monitor", c.as_namespace),
+        Key("SOCKETIO_RELAY_MONITORING", True, c.as_bool),
+        # the dashboard
+        Key("DASHBOARD", False, c.as_bool),
+        Key("DASHBOARD_URL_PREFIX", "/monitor", c.as_prefix),
+        Key("DASHBOARD_AUTH", None, c.as_callable),
+        # the durable error log
+        Key("DATABASE_URI", None, c.as_database_url),
+        Key("DATABASE_ENABLED", True, c.as_bool),
+        Key("DATABASE_MIN_SEVERITY", "error", c.as_severity),
+        Key("DATABASE_BUFFER_SIZE", 10_000, _positive_int),
+        Key("DATABASE_BATCH_SIZE", 100, _positive_int),
+        Key("DATABASE_TIMEOUT", 2.0, _positive_float),
+        Key("DATABASE_RETRY_MAX_DELAY", 30.0, _positive_float),
+    )
+}
+
+
+class ConfigReader:
+    """Reads keys from ``app.config``, then the TickStockAppV2 names, then the environment."""
+
+    def __init__(self, config: Mapping[str, Any], environ: Mapping[str, str] | None = None):
+        self.config = config
+        self.environ = os.environ if environ is None else environ
+
+    def raw(self, name: str, *fallbacks: str) -> tuple[str, Any] | None:
+        """``(key, value)`` of the first of ``TICKSTOCK_MONITOR_<name>`` and ``fallbacks`` that is
+        set, or ``None``."""
+        key = PREFIX + name
+        if self.config.get(key) is not None:
+            return key, self.config[key]
+        for fallback in fallbacks:
+            if self.config.get(fallback) is not None:
+                return fallback, self.config[fallback]
+        for fallback in fallbacks:
+            if fallback in self.environ:
+                return fallback, self.environ[fallback]
+        return None
+
+    def __getitem__(self, name: str) -> Any:
+        """The checked value of the key ``name`` of :data:`KEYS`, or its default."""
+        key = KEYS[name]
+        found = self.raw(name, *key.fallbacks)
+        return key.default if found is None else key.convert(*found)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    enabled: bool
+    interval: float
+    check_timeout: float
+    poll: float
+    jitter: float
+    latest_ttl: float
+    endpoint: str | None
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    enabled: bool
+    queue_size: int
+    max_message_bytes: int
+    max_keys: int
+    clear_on_reconnect: bool
+
+
+@dataclass(frozen=True)
+class SocketConfig:
+    enabled: bool
+    namespace: str
+    monitor_namespace: str
+    relay_monitoring: bool
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    url_prefix: str
+    auth: Callable[[], bool] | None
+
+
+@dataclass(frozen=True)
+class ErrorLogConfig:
+    url: Any  # a sqlalchemy.engine.URL: SQLAlchemy is imported only when a database is set
+    min_severity: str = "error"
+    buffer_size: int = 10_000
+    batch_size: int = 100
+    timeout: float = 2.0
+    retry_max_delay: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,9 +199,10 @@ class MonitorConfig:
     health_interval: float = 30.0
     component: str = "app"
     source: str = DEFAULT_SOURCE
-    channel_errors: str = "tickstock:errors"
-    channel_monitoring: str = "tickstock:monitoring"
-    channel_invalidation: str = "tickstock:cache:invalidation"
+    instance_id: str | None = None
+    channel_errors: str = CHANNEL_ERRORS
+    channel_monitoring: str = CHANNEL_MONITORING
+    channel_invalidation: str = CHANNEL_INVALIDATION
     queue_size: int = 10_000
     batch_size: int = 512
     publish_linger: float = 0.02
@@ -65,109 +224,81 @@ class MonitorConfig:
     max_context_bytes: int = 16_384
     max_context_depth: int = 5
     max_context_items: int = 50
+    #: The planes' sections: ``None`` for a part that is off (or not read: monitoring is off).
+    health: HealthConfig | None = None
+    relay: RelayConfig | None = None
+    socketio: SocketConfig | None = None
+    dashboard: DashboardConfig | None = None
+    errorlog: ErrorLogConfig | None = None
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def as_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigurationError(f"{key} must be a boolean (true/false), got {value!r}")
-
-
-def as_number(
-    key: str, value: Any, kind: type, *, minimum: float | None = None, allow_zero: bool = True
-) -> Any:
-    if isinstance(value, bool):
-        raise ConfigurationError(f"{key} must be a number, got {value!r}")
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{key} must be a number, got {value!r}") from None
-    if not allow_zero and number <= 0:
-        raise ConfigurationError(f"{key} must be greater than 0, got {value!r}")
-    if minimum is not None and number < minimum:
-        raise ConfigurationError(f"{key} must be at least {minimum}, got {value!r}")
-    return number
-
-
-def as_str(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{key} must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def as_str_tuple(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [part for part in value.split(",") if part.strip()]
-    if not isinstance(value, Iterable) or isinstance(value, Mapping):
-        raise ConfigurationError(f"{key} must be a list of strings, got {value!r}")
-    items = tuple(value)
-    if not all(isinstance(item, str) and item.strip() for item in items):
-        raise ConfigurationError(f"{key} must be a list of non-empty strings, got {value!r}")
-    return tuple(item.strip() for item in items)
-
-
-def as_level(key: str, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        level = logging.getLevelName(value.strip().upper())
-        if isinstance(level, int):
-            return level
-    raise ConfigurationError(f"{key} must be a logging level name or number, got {value!r}")
-
-
-class ConfigReader:
-    """Reads keys from ``app.config``, then the TickStockAppV2 names, then the environment."""
-
-    def __init__(self, config: Mapping[str, Any], environ: Mapping[str, str] | None = None):
-        self.config = config
-        self.environ = os.environ if environ is None else environ
-
-    def raw(self, name: str, *fallbacks: str) -> tuple[str, Any] | None:
-        """Return ``(key, value)`` of the first key that is set, or ``None``."""
-        key = PREFIX + name
-        if self.config.get(key) is not None:
-            return key, self.config[key]
-        for fallback in fallbacks:
-            if self.config.get(fallback) is not None:
-                return fallback, self.config[fallback]
-        for fallback in fallbacks:
-            if fallback in self.environ:
-                return fallback, self.environ[fallback]
-        return None
-
-    def get(
-        self, name: str, default: Any, convert: Callable[[str, Any], Any], *fallbacks: str
-    ) -> Any:
-        found = self.raw(name, *fallbacks)
-        if found is None:
-            return default
-        return convert(*found)
-
-
-def resolve_redis_url(reader: ConfigReader) -> str:
-    found = reader.raw("REDIS_URL", "REDIS_URL")
+def resolve_redis_url(r: ConfigReader) -> str:
+    found = r.raw("REDIS_URL", "REDIS_URL")
     if found is not None:
-        return as_str(*found)
-    host = reader.raw("_UNUSED_", "REDIS_HOST")
+        return c.as_str(*found)
+    host = r.raw("_UNUSED_", "REDIS_HOST")
     if host is None:
         return DEFAULT_REDIS_URL
-    host_name = as_str(*host)
-    port = reader.raw("_UNUSED_", "REDIS_PORT")
-    port_number = as_number(*port, int, minimum=1) if port else 6379
-    db = reader.raw("_UNUSED_", "REDIS_DB")
-    db_number = as_number(*db, int, minimum=0) if db else 0
-    password = reader.raw("_UNUSED_", "REDIS_PASSWORD")
-    auth = f":{quote(str(password[1]), safe='')}@" if password and password[1] else ""
-    return f"redis://{auth}{host_name}:{port_number}/{db_number}"
+    return c.redis_url_from_parts(
+        host, r.raw("_UNUSED_", "REDIS_PORT"), r.raw("_UNUSED_", "REDIS_DB"),
+        r.raw("_UNUSED_", "REDIS_PASSWORD"),
+    )  # fmt: skip
+
+
+def _redis_url(r: ConfigReader) -> str:
+    """The one URL every client of this app is made from (publisher, planes, CLI): the
+    topology keys are folded into it."""
+    url = resolve_redis_url(r)
+    sentinels = r["SENTINELS"]
+    if sentinels:
+        service = r["SENTINEL_SERVICE"]
+        if not service:
+            raise ConfigurationError(
+                f"{PREFIX}SENTINEL_SERVICE: set the master's service name (e.g. 'mymaster') to"
+                f" go with {PREFIX}SENTINELS"
+            )
+        try:
+            url = urls.sentinel_url(url, sentinels, service)
+        except ValueError as exc:
+            raise ConfigurationError(f"{PREFIX}SENTINELS: {exc}") from None
+    if r["SHARDED_PUBSUB"]:
+        try:
+            url = urls.with_sharded_pubsub(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"{PREFIX}SHARDED_PUBSUB: {exc}") from None
+    try:
+        urls.check_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"{PREFIX}REDIS_URL: {exc}") from None
+    return url
+
+
+def _health(r: ConfigReader) -> HealthConfig:
+    interval = r["HEALTH_INTERVAL"]
+    poll, ttl = r["HEALTH_POLL"], r["HEALTH_LATEST_TTL"]
+    return HealthConfig(
+        enabled=r["HEALTH_ENABLED"],
+        interval=interval,
+        check_timeout=r["HEALTH_CHECK_TIMEOUT"],
+        poll=min(interval, 5.0) if poll is None else poll,
+        jitter=r["HEALTH_JITTER"],
+        latest_ttl=3 * interval if ttl is None else ttl,
+        endpoint=r["HEALTH_ENDPOINT"],
+    )
+
+
+def _errorlog(r: ConfigReader) -> ErrorLogConfig | None:
+    url = r["DATABASE_URI"]
+    if url is None or not r["DATABASE_ENABLED"]:
+        return None
+    return ErrorLogConfig(
+        url=url,
+        min_severity=r["DATABASE_MIN_SEVERITY"],
+        buffer_size=r["DATABASE_BUFFER_SIZE"],
+        batch_size=r["DATABASE_BATCH_SIZE"],
+        timeout=r["DATABASE_TIMEOUT"],
+        retry_max_delay=r["DATABASE_RETRY_MAX_DELAY"],
+    )
 
 
 def load_config(
@@ -175,52 +306,58 @@ def load_config(
 ) -> MonitorConfig:
     """Build and validate the configuration of one app (raises :class:`ConfigurationError`)."""
     r = ConfigReader(config, environ)
-    number = as_number
-
-    def positive(kind: type) -> Callable[[str, Any], Any]:
-        return lambda key, value: number(key, value, kind, minimum=0, allow_zero=False)
-
-    def at_least(kind: type, minimum: float) -> Callable[[str, Any], Any]:
-        return lambda key, value: number(key, value, kind, minimum=minimum)
-
-    from .topology import url_from_config
-    from .transport import check_url  # the transport owns the URL schemes it can serve
-
-    redis_url = url_from_config(r, resolve_redis_url(r))
-    try:
-        check_url(redis_url)
-    except ValueError as exc:
-        raise ConfigurationError(f"{PREFIX}REDIS_URL: {exc}") from None
-
+    enabled = r["ENABLED"]
     return MonitorConfig(
-        enabled=r.get("ENABLED", True, as_bool, "MONITORING_ENABLED"),
-        redis_url=redis_url,
-        errors_enabled=r.get("ERRORS_ENABLED", True, as_bool, "ERROR_CHANNEL_ENABLED"),
-        health_interval=r.get("HEALTH_INTERVAL", 30.0, positive(float), "HEALTH_CHECK_INTERVAL"),
-        component=r.get("COMPONENT", import_name, as_str),
-        source=r.get("SOURCE", DEFAULT_SOURCE, as_str),
-        channel_errors=r.get("CHANNEL_ERRORS", "tickstock:errors", as_str, "REDIS_ERROR_CHANNEL"),
-        channel_monitoring=r.get("CHANNEL_MONITORING", "tickstock:monitoring", as_str),
-        channel_invalidation=r.get("CHANNEL_INVALIDATION", "tickstock:cache:invalidation", as_str),
-        queue_size=r.get("QUEUE_SIZE", 10_000, positive(int)),
-        batch_size=r.get("BATCH_SIZE", 512, positive(int)),
-        publish_linger=r.get("PUBLISH_LINGER", 0.02, at_least(float, 0)),
-        socket_timeout=r.get("SOCKET_TIMEOUT", 0.5, positive(float)),
-        exit_flush_timeout=r.get("EXIT_FLUSH_TIMEOUT", 2.0, at_least(float, 0)),
-        capture_logging=r.get("CAPTURE_LOGGING", True, as_bool),
-        log_level=r.get("LOG_LEVEL", logging.ERROR, as_level),
-        ignore_loggers=DEFAULT_IGNORE_LOGGERS + r.get("IGNORE_LOGGERS", (), as_str_tuple),
-        capture_5xx=r.get("CAPTURE_5XX", True, as_bool),
-        include_query=r.get("INCLUDE_QUERY", False, as_bool),
-        include_headers=r.get("INCLUDE_HEADERS", False, as_bool),
-        include_client_ip=r.get("INCLUDE_CLIENT_IP", False, as_bool),
-        scrub_keys=r.get("SCRUB_KEYS", (), as_str_tuple),
-        scrub_headers=r.get("SCRUB_HEADERS", (), as_str_tuple),
-        throttle_window=r.get("THROTTLE_WINDOW", 60.0, positive(float)),
-        throttle_limit=r.get("THROTTLE_LIMIT", 10, at_least(int, 0)),
-        max_message_chars=r.get("MAX_MESSAGE_CHARS", 4_096, at_least(int, 64)),
-        max_traceback_chars=r.get("MAX_TRACEBACK_CHARS", 32_768, at_least(int, 256)),
-        max_context_bytes=r.get("MAX_CONTEXT_BYTES", 16_384, at_least(int, 256)),
-        max_context_depth=r.get("MAX_CONTEXT_DEPTH", 5, at_least(int, 1)),
-        max_context_items=r.get("MAX_CONTEXT_ITEMS", 50, at_least(int, 1)),
+        enabled=enabled,
+        redis_url=_redis_url(r),
+        errors_enabled=r["ERRORS_ENABLED"],
+        health_interval=r["HEALTH_INTERVAL"],
+        component=r["COMPONENT"] or import_name,
+        source=r["SOURCE"],
+        instance_id=r["INSTANCE_ID"],
+        channel_errors=r["CHANNEL_ERRORS"],
+        channel_monitoring=r["CHANNEL_MONITORING"],
+        channel_invalidation=r["CHANNEL_INVALIDATION"],
+        queue_size=r["QUEUE_SIZE"],
+        batch_size=r["BATCH_SIZE"],
+        publish_linger=r["PUBLISH_LINGER"],
+        socket_timeout=r["SOCKET_TIMEOUT"],
+        exit_flush_timeout=r["EXIT_FLUSH_TIMEOUT"],
+        capture_logging=r["CAPTURE_LOGGING"],
+        log_level=r["LOG_LEVEL"],
+        ignore_loggers=DEFAULT_IGNORE_LOGGERS + r["IGNORE_LOGGERS"],
+        capture_5xx=r["CAPTURE_5XX"],
+        include_query=r["INCLUDE_QUERY"],
+        include_headers=r["INCLUDE_HEADERS"],
+        include_client_ip=r["INCLUDE_CLIENT_IP"],
+        scrub_keys=r["SCRUB_KEYS"],
+        scrub_headers=r["SCRUB_HEADERS"],
+        throttle_window=r["THROTTLE_WINDOW"],
+        throttle_limit=r["THROTTLE_LIMIT"],
+        max_message_chars=r["MAX_MESSAGE_CHARS"],
+        max_traceback_chars=r["MAX_TRACEBACK_CHARS"],
+        max_context_bytes=r["MAX_CONTEXT_BYTES"],
+        max_context_depth=r["MAX_CONTEXT_DEPTH"],
+        max_context_items=r["MAX_CONTEXT_ITEMS"],
+        # The relay is made even when monitoring is off: caches still register.
+        relay=RelayConfig(
+            enabled=r["RELAY_ENABLED"],
+            queue_size=r["RELAY_QUEUE_SIZE"],
+            max_message_bytes=r["RELAY_MAX_MESSAGE_BYTES"],
+            max_keys=r["RELAY_MAX_KEYS"],
+            clear_on_reconnect=r["RELAY_CLEAR_ON_RECONNECT"],
+        ),
+        socketio=SocketConfig(
+            enabled=r["SOCKETIO_ENABLED"],
+            namespace=r["SOCKETIO_NAMESPACE"],
+            monitor_namespace=r["SOCKETIO_MONITOR_NAMESPACE"],
+            relay_monitoring=r["SOCKETIO_RELAY_MONITORING"],
+        ),
+        health=_health(r) if enabled else None,
+        dashboard=(
+            DashboardConfig(r["DASHBOARD_URL_PREFIX"], r["DASHBOARD_AUTH"])
+            if enabled and r["DASHBOARD"]
+            else None
+        ),
+        errorlog=_errorlog(r) if enabled else None,
     )

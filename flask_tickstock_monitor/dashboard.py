@@ -9,41 +9,19 @@ second where Socket.IO is not available.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, abort, jsonify, render_template
+from flask import Blueprint, Flask, abort, jsonify, render_template
 
-from .config import ConfigurationError, as_bool, as_str
-from .extension import Plane
-from .relay import RelayPlane
+from .config import DashboardConfig
+from .state import Plane
 from .subscriber import MonitoringSubscriber
 
 if TYPE_CHECKING:
-    from .extension import MonitorState
+    from .state import MonitorState
 
 AuthCheck = Callable[[], bool]
-
-
-def as_auth(key: str, value: Any) -> AuthCheck:
-    """A callable, or ``"package.module:function"`` naming one."""
-    if isinstance(value, str) and ":" in value:
-        module, _, name = value.partition(":")
-        try:
-            value = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"{key}: cannot import {value!r} ({exc})") from None
-    if not callable(value):
-        raise ConfigurationError(f"{key} must be a callable or 'module:function', got {value!r}")
-    return value  # type: ignore[no-any-return]
-
-
-def as_prefix(key: str, value: Any) -> str:
-    prefix = as_str(key, value)
-    if not prefix.startswith("/"):
-        raise ConfigurationError(f"{key} must start with '/', got {value!r}")
-    return prefix.rstrip("/") or "/"
 
 
 class DashboardPlane(Plane):
@@ -51,23 +29,22 @@ class DashboardPlane(Plane):
 
     stop_in_forking_parent = True
 
-    def __init__(self, state: MonitorState):
-        reader = state.reader
+    def __init__(self, state: MonitorState, dashboard: DashboardConfig):
         config = state.config
         self.state = state
-        self.url_prefix: str = reader.get("DASHBOARD_URL_PREFIX", "/monitor", as_prefix)
-        self.auth: AuthCheck | None = reader.get("DASHBOARD_AUTH", None, as_auth)
+        self.url_prefix = dashboard.url_prefix
+        self.auth: AuthCheck | None = dashboard.auth
         self.subscriber = MonitoringSubscriber(
             redis_client=state.client(),
             monitoring_channel=config.channel_monitoring,
             errors_channel=config.channel_errors,
             default_interval=config.health_interval,
         )
-        relay = state.planes.get("relay")
-        self.relay = relay if isinstance(relay, RelayPlane) else None
-        if self.relay is not None:
-            self.relay.broadcaster.connect_guard = self.authorized
-        state.app.register_blueprint(self._blueprint())
+        self.relay = state.relay
+
+    def install(self, app: Flask) -> None:
+        """Serve the page and its JSON view on ``app``."""
+        app.register_blueprint(self._blueprint())
 
     def authorized(self) -> bool:
         """The app's check (config, else ``monitor.dashboard_auth``); everyone without one."""
@@ -102,9 +79,9 @@ class DashboardPlane(Plane):
         return bp
 
     def socket_info(self) -> dict[str, Any]:
-        broadcaster = self.relay.broadcaster if self.relay is not None else None
-        sio = broadcaster.socketio() if broadcaster is not None else None
-        if broadcaster is None or sio is None or not broadcaster.relay_monitoring:
+        broadcaster = self.relay.broadcaster
+        sio = broadcaster.socketio()
+        if sio is None or not broadcaster.relay_monitoring:
             return {"available": False}
         options = getattr(sio, "server_options", None) or {}
         return {
@@ -115,7 +92,7 @@ class DashboardPlane(Plane):
 
     def view(self) -> dict[str, Any]:
         out = self.subscriber.view()
-        out["invalidations"] = list(self.relay.recent) if self.relay is not None else []
+        out["invalidations"] = list(self.relay.recent)
         out["this_instance"] = self.state.instance_id
         return out
 
@@ -127,9 +104,3 @@ class DashboardPlane(Plane):
 
     def stats(self) -> dict[str, Any]:
         return self.subscriber.stats()
-
-
-def install(state: MonitorState) -> None:
-    """Register the dashboard on the app when ``TICKSTOCK_MONITOR_DASHBOARD`` is on."""
-    if state.reader.get("DASHBOARD", False, as_bool):
-        state.planes["dashboard"] = DashboardPlane(state)

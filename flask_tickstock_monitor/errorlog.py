@@ -1,17 +1,16 @@
 """The durable error log: errors written to an ``error_logs`` table, independent of Redis.
 
 Redis pub/sub is best-effort; this is where nothing is lost. The capturing thread only appends
-the queued error item to a bounded buffer (a sink on ``ErrorCapture.sinks``); one background
+the queued error item to a bounded buffer (:meth:`ErrorLog.accept`, a sink the extension adds to
+``ErrorCapture.sinks``); one background
 thread builds the rows and inserts them in batches. While the database is down the rows wait
 in the buffer and are retried with backoff; what does not fit is counted, never silently lost.
-The table is TickStockAppV2's (``scripts/database/create_error_logs_table.sql``), so both can
-share it; ``error_id`` is unique and inserts ignore a row already there.
+The table and its queries are in :mod:`.errordb`.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import sys
@@ -19,238 +18,24 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    func,
-    select,
-)
+from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.engine import Engine
 
-from . import events
-from .config import ConfigReader, ConfigurationError, as_bool, as_number, as_str
-from .extension import Plane
-from .transport import CircuitBreaker, Dropped, Outgoing, _local
+from ._util import CircuitBreaker, mark_monitoring_thread
+from .config import ErrorLogConfig
+from .errordb import SEVERITY_ORDER, create_table, insert_ignoring_duplicates, row_for
+from .state import Plane
+from .transport import Dropped, Outgoing
 
 if TYPE_CHECKING:
-    from .extension import MonitorState
+    from .state import MonitorState
 
 log = logging.getLogger("flask_tickstock_monitor.errorlog")
-
-SEVERITY_ORDER = {"warning": 0, "error": 1, "critical": 2}
-DIALECTS = ("postgresql", "sqlite")
-#: Column widths of TickStockAppV2's schema; longer values are truncated to fit.
-LIMITS = {"error_id": 255, "source": 50, "severity": 20, "category": 50, "component": 100}
-#: Event fields that have no column of their own and are kept in ``context``.
-EXTRA_FIELDS = ("error_type", "origin", "instance_id", "suppressed")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes everywhere; SQLite, which has no time zones, stores naive UTC."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)  # whatever the session's time zone
-
-
-metadata = MetaData()
-error_logs = Table(
-    "error_logs",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("error_id", String(LIMITS["error_id"]), nullable=False, unique=True),
-    Column("source", String(LIMITS["source"]), nullable=False),
-    Column("severity", String(LIMITS["severity"]), nullable=False),
-    Column("category", String(LIMITS["category"])),
-    Column("message", Text, nullable=False),
-    Column("component", String(LIMITS["component"])),
-    Column("traceback", Text),
-    Column("context", JSON().with_variant(postgresql.JSONB(), "postgresql")),
-    Column("timestamp", UTCDateTime, nullable=False),
-    Column("created_at", UTCDateTime, server_default=func.now()),
-)
-Index("idx_error_logs_timestamp", error_logs.c.timestamp.desc())
-Index("idx_error_logs_severity", error_logs.c.severity)
-Index("idx_error_logs_created_at", error_logs.c.created_at.desc())
-
-
-# --- configuration -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ErrorLogConfig:
-    url: URL
-    min_severity: str = "error"
-    buffer_size: int = 10_000
-    batch_size: int = 100
-    timeout: float = 2.0
-    retry_max_delay: float = 30.0
-
-
-def database_url(key: str, value: Any) -> URL:
-    """Parse a SQLAlchemy URL we can write to; ``postgresql://`` uses psycopg 3 when it is the
-    driver installed (SQLAlchemy's default, psycopg2, usually is not)."""
-    try:
-        url = make_url(as_str(key, value))
-    except sa_exc.ArgumentError:
-        raise ConfigurationError(f"{key} is not a database URL: {value!r}") from None
-    backend = url.get_backend_name()
-    if backend == "postgres":
-        url = url.set(drivername="postgresql")
-        backend = "postgresql"
-    if backend not in DIALECTS:
-        raise ConfigurationError(
-            f"{key} must be a postgresql:// or sqlite:// URL, got {backend!r} in {value!r}"
-        )
-    if url.drivername == "postgresql":
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            url = url.set(drivername="postgresql+psycopg")
-    try:
-        url.get_dialect().import_dbapi()
-    except (sa_exc.NoSuchModuleError, ImportError) as exc:
-        raise ConfigurationError(
-            f"{key}: no driver for {url.drivername!r} ({exc}); install the 'db' extra"
-        ) from None
-    return url
-
-
-def as_severity(key: str, value: Any) -> str:
-    severity = str(value).strip().lower()
-    if severity not in SEVERITY_ORDER:
-        raise ConfigurationError(f"{key} must be one of {', '.join(SEVERITY_ORDER)}, got {value!r}")
-    return severity
-
-
-def load_errorlog_config(reader: ConfigReader) -> ErrorLogConfig | None:
-    """The error log's settings, or ``None`` when it is off (no database URI set)."""
-    url = reader.get("DATABASE_URI", None, database_url)
-    if url is None or not reader.get("DATABASE_ENABLED", True, as_bool):
-        return None
-
-    def positive(kind: type) -> Any:
-        return lambda key, value: as_number(key, value, kind, minimum=0, allow_zero=False)
-
-    return ErrorLogConfig(
-        url=url,
-        min_severity=reader.get("DATABASE_MIN_SEVERITY", "error", as_severity),
-        buffer_size=reader.get("DATABASE_BUFFER_SIZE", 10_000, positive(int)),
-        batch_size=reader.get("DATABASE_BATCH_SIZE", 100, positive(int)),
-        timeout=reader.get("DATABASE_TIMEOUT", 2.0, positive(float)),
-        retry_max_delay=reader.get("DATABASE_RETRY_MAX_DELAY", 30.0, positive(float)),
-    )
-
-
-# --- rows ----------------------------------------------------------------------------------------
-
-
-def _clip(value: Any, column: str) -> str | None:
-    if value is None:
-        return None
-    return events.truncate(str(value), LIMITS[column])
-
-
-def row_for(event: Mapping[str, Any], default_source: str) -> dict[str, Any]:
-    """The ``error_logs`` row of an error event, every value cut to its column's width."""
-    context = dict(event.get("context") or {})
-    for name in EXTRA_FIELDS:
-        if event.get(name) is not None:
-            context.setdefault(name, event[name])
-    return {
-        "error_id": _clip(event["error_id"], "error_id"),
-        "source": _clip(event.get("source") or default_source, "source"),
-        "severity": _clip(event.get("severity") or "error", "severity"),
-        "category": _clip(event.get("category"), "category"),
-        "message": str(event.get("message") or ""),
-        "component": _clip(event.get("component"), "component"),
-        "traceback": event.get("traceback"),
-        # a JSON round trip: whatever the scrubber left becomes plain JSON values
-        "context": json.loads(json.dumps(context, default=str)) if context else None,
-        "timestamp": datetime.fromtimestamp(float(event["timestamp"]), timezone.utc),
-    }
-
-
-def insert_ignoring_duplicates(dialect_name: str) -> Any:
-    module = postgresql if dialect_name == "postgresql" else sqlite
-    return module.insert(error_logs).on_conflict_do_nothing(index_elements=["error_id"])
-
-
-def create_table(engine: Engine) -> bool:
-    """Create ``error_logs`` and its indexes when missing; ``True`` when it was created."""
-    with engine.begin() as conn:
-        exists = engine.dialect.has_table(conn, error_logs.name)
-        if not exists:
-            metadata.create_all(conn, checkfirst=True)
-    return not exists
-
-
-def severities_from(minimum: str) -> list[str]:
-    return [s for s, rank in SEVERITY_ORDER.items() if rank >= SEVERITY_ORDER[minimum]]
-
-
-def recent_errors(
-    engine: Engine, *, since: timedelta | None, min_severity: str, limit: int
-) -> list[dict[str, Any]]:
-    """Newest first: the seed card's validation query (``context`` as ``error_context``)."""
-    query = (
-        select(
-            error_logs.c.error_id,
-            error_logs.c.severity,
-            error_logs.c.component,
-            error_logs.c.message,
-            error_logs.c.context.label("error_context"),
-            error_logs.c.created_at,
-        )
-        .where(error_logs.c.severity.in_(severities_from(min_severity)))
-        .order_by(error_logs.c.created_at.desc(), error_logs.c.id.desc())
-        .limit(limit)
-    )
-    if since is not None:
-        query = query.where(error_logs.c.created_at >= datetime.now(timezone.utc) - since)
-    with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
-
-
-def prune(engine: Engine, older_than: timedelta) -> int:
-    """Delete rows logged more than ``older_than`` ago; returns how many."""
-    cutoff = datetime.now(timezone.utc) - older_than
-    with engine.begin() as conn:
-        result = conn.execute(delete(error_logs).where(error_logs.c.created_at < cutoff))
-        return int(result.rowcount)
 
 
 def _is_outage(exc: Exception) -> bool:
@@ -292,7 +77,6 @@ class ErrorLog(Plane):
         self.dropped: dict[str, int] = {}
         self.last_error: str | None = None
         self._reset()
-        state.capture.sinks.append(self.accept)
         _LIVE_LOGS.add(self)
 
     def _reset(self) -> None:
@@ -435,7 +219,7 @@ class ErrorLog(Plane):
     # the writer thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        _local.monitoring = True  # what this thread logs is never captured again
+        mark_monitoring_thread()  # what this thread logs is never captured again
         while not self._stopping:
             with self._lock:
                 batch = list(islice(self._buffer, self.config.batch_size))
@@ -539,9 +323,3 @@ if "eventlet" in sys.modules:
     # our exit flush, it would kill the OS thread of a write in flight, hanging the flush.
     import eventlet.tpool  # noqa: F401
 atexit.register(_flush_all_at_exit)
-
-
-def init_errorlog(state: MonitorState) -> ErrorLog | None:
-    """Called by ``init_app``: the error log plane when a database URI is configured."""
-    config = load_errorlog_config(state.reader)
-    return ErrorLog(state, config) if config is not None else None

@@ -6,61 +6,18 @@ received message reaches any code: JSON only, nothing is unpickled or evaluated.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
-import linecache
 import math
 import os
 import random
-import re
-import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 SEVERITIES = ("warning", "error", "critical")
 STATUSES = ("healthy", "degraded", "unhealthy")
 ACTIONS = ("invalidate", "clear")
 
-#: Keys whose values are replaced by :data:`SCRUBBED` wherever they appear in ``context``.
-DEFAULT_SCRUB_KEYS = (
-    "password",
-    "passwd",
-    "passphrase",
-    "pwd",
-    "secret",
-    "token",
-    "jwt",
-    "api_key",
-    "apikey",
-    "api-key",
-    "access_key",
-    "authorization",
-    "auth",
-    "cookie",
-    "session",
-    "csrf",
-    "xsrf",
-    "private_key",
-    "credit_card",
-    "creditcard",
-    "card_number",
-    "cc_num",
-    "cvv",
-    "cvc",
-    "ssn",
-    "social_security",
-    "dsn",
-)
-#: Request headers whose values are never published.
-DEFAULT_SCRUB_HEADERS = (
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "proxy-authorization",
-)
-SCRUBBED = "[scrubbed]"
 TRUNCATED = "…[truncated]"
 
 
@@ -147,233 +104,6 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
-
-
-class Scrubber:
-    """Removes secrets from a context and caps its depth, breadth and size (truncating, never
-    dropping)."""
-
-    def __init__(
-        self,
-        keys: Iterable[str] = (),
-        headers: Iterable[str] = (),
-        *,
-        max_depth: int = 5,
-        max_items: int = 50,
-        max_bytes: int = 16_384,
-        max_string: int = 1_024,
-    ):
-        words = [re.escape(k.lower()).replace("_", "[-_ ]?") for k in (*DEFAULT_SCRUB_KEYS, *keys)]
-        self._key = re.compile("|".join(words), re.IGNORECASE)
-        self.headers = {h.lower() for h in (*DEFAULT_SCRUB_HEADERS, *headers)}
-        self.max_depth = max_depth
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-        self.max_string = max_string
-        self._verdicts: dict[str, bool] = {}
-
-    def is_secret_key(self, key: str) -> bool:
-        secret = self._verdicts.get(key)
-        if secret is None:
-            secret = bool(self._key.search(key))
-            if len(self._verdicts) < 4096:  # context keys repeat: remember the verdict
-                self._verdicts[key] = secret
-        return secret
-
-    def headers_view(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-        return {
-            name: SCRUBBED if name.lower() in self.headers else value for name, value in headers
-        }
-
-    def scrub(self, value: Any) -> Any:
-        """``value`` without secrets and within the caps: the same object when it needs no change
-        (the usual small context), else a cleaned copy."""
-        if type(value) is dict and len(value) <= self.max_items:
-            # The common context (a few short scalar fields, no secret key) needs no copy: say
-            # so in one pass instead of rebuilding it and measuring its JSON. Inline, not a
-            # method of its own: a call is a fifth of this check's cost.
-            budget = self.max_bytes // 6  # JSON escaping can grow a character to six
-            max_string = self.max_string
-            verdicts = self._verdicts
-            for key, item in value.items():
-                # A key already judged not secret is in the verdicts as False: one lookup.
-                if verdicts.get(key) is not False and (
-                    type(key) is not str or self.is_secret_key(key)
-                ):
-                    break
-                kind = type(item)
-                if kind is str:
-                    if len(item) > max_string:
-                        break
-                    budget -= len(item) + len(key) + 24
-                elif kind is int or item is None or kind is bool:
-                    budget -= len(key) + 24
-                elif kind is float and math.isfinite(item):
-                    budget -= len(key) + 24
-                else:
-                    break
-            else:
-                if budget >= 0:
-                    return value
-        cleaned = self._clean(value, 0, self.max_string)
-        size = len(dumps(cleaned))
-        string_cap = self.max_string
-        # Shrink every string until the whole context fits; structure is kept so nothing is lost
-        # silently, each shortened value says it was truncated.
-        while size > self.max_bytes and string_cap > 16:
-            string_cap //= 4
-            cleaned = self._clean(value, 0, string_cap)
-            size = len(dumps(cleaned))
-        if size > self.max_bytes:
-            return {"_truncated": truncate(dumps(cleaned).decode(), self.max_bytes // 2)}
-        return cleaned
-
-    # Called as ``scrubber(value)`` too; the publisher thread calls ``scrub``: an instance's
-    # ``__call__`` goes through the type's call slot, which costs an event more than the
-    # whole check of a small context (counted with callgrind).
-    __call__ = scrub
-
-    def _clean(self, value: Any, depth: int, string_cap: int) -> Any:
-        kind = type(value)
-        if kind is str:
-            return value if len(value) <= string_cap else truncate(value, string_cap)
-        if kind is int or value is None or kind is bool:
-            return value
-        if isinstance(value, float):
-            return value if math.isfinite(value) else str(value)
-        if isinstance(value, str):
-            return truncate(value, string_cap)
-        if isinstance(value, int):
-            return int(value)
-        if isinstance(value, bytes):
-            return truncate(value.decode("utf-8", "replace"), string_cap)
-        if depth >= self.max_depth:
-            return TRUNCATED
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for i, (key, item) in enumerate(value.items()):
-                if i >= self.max_items:
-                    out["_truncated_items"] = len(value) - self.max_items
-                    break
-                name = str(key)
-                out[name] = (
-                    SCRUBBED
-                    if self.is_secret_key(name)
-                    else self._clean(item, depth + 1, string_cap)
-                )
-            return out
-        if isinstance(value, (list, tuple, set, frozenset)):
-            items = list(value)
-            out_list = [
-                self._clean(item, depth + 1, string_cap) for item in items[: self.max_items]
-            ]
-            if len(items) > self.max_items:
-                out_list.append(f"{TRUNCATED} {len(items) - self.max_items} more")
-            return out_list
-        return truncate(repr(value), string_cap)
-
-
-#: An exception reduced to what its traceback needs, on the thread that raised it: for each
-#: exception of the chain, oldest first, (type, message, frames, note that follows it), where
-#: frames is flat: code object, instruction offset, code object, offset, … (one tuple to
-#: allocate, not one a frame). Code objects and types live as long as the program does; frames,
-#: which hold a request's objects, are not kept. Names and lines are looked up later, off that
-#: thread. Tuples, not lists: the collector stops tracking a tuple of untracked things (code
-#: objects, numbers, strings) at its first look, so the frames of an error waiting in the queue
-#: are not walked by every collection that comes after (it does keep tracking the tuple that
-#: holds the type, and the one holding those: it tracks every type object).
-ExceptionInfo = tuple[type, str, tuple[Any, ...], str]
-ExceptionData = tuple[ExceptionInfo, ...]
-
-
-def extract_exception(exc: BaseException) -> ExceptionData:
-    """Copy out of ``exc`` what a traceback needs, so no frame is kept alive in a queue.
-
-    Holding the exception until the publisher thread formats it would keep every frame of the
-    request alive and promote them into older GC generations: a cost the request thread pays.
-    Line numbers are not read here: ``tb_lineno`` decodes the line table on each access.
-    """
-    if exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__):
-        return (_extract_one(exc, ""),)  # the common case: no chain to walk
-    chain: list[tuple[BaseException, str]] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    note = ""
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append((current, note))
-        if current.__cause__ is not None:
-            current, note = current.__cause__, _CAUSE
-        elif current.__context__ is not None and not current.__suppress_context__:
-            current, note = current.__context__, _CONTEXT
-        else:
-            current = None
-    return tuple([_extract_one(error, note) for error, note in reversed(chain)])
-
-
-def _extract_one(error: BaseException, note: str) -> ExceptionInfo:
-    frames: list[Any] = []
-    tb: types.TracebackType | None = error.__traceback__
-    while tb is not None:
-        frames += (tb.tb_frame.f_code, tb.tb_lasti)  # fewer steps than two appends
-        tb = tb.tb_next
-    try:
-        message = str(error)
-    except Exception:  # a broken __str__ must not lose the event
-        message = "<unprintable>"
-    return (type(error), message, tuple(frames), note)
-
-
-def line_number(code: types.CodeType, offset: int) -> int | None:
-    """The line of the instruction at ``offset`` in ``code``: what ``tb_lineno`` reports."""
-    for start, end, line in code.co_lines():
-        if start <= offset < end:
-            return line
-    return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _frame_text(code: types.CodeType, offset: int) -> str:
-    """A frame's two lines of a traceback. Errors recur at the same places: made once each."""
-    filename, lineno = code.co_filename, line_number(code, offset)
-    text = f'  File "{filename}", line {lineno}, in {code.co_name}\n'
-    line = linecache.getline(filename, lineno).strip() if lineno else ""
-    return f"{text}    {line}\n" if line else text
-
-
-def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
-    """The standard "Traceback (most recent call last)" text, chained causes included.
-
-    Written out here because ``traceback.format_exception`` locates the error's columns by
-    parsing source code, which costs ~300 us an exception on 3.11: more than the request.
-    """
-    data = extract_exception(exc) if isinstance(exc, BaseException) else exc
-    parts: list[str] = []
-    for kind, message, frames, note in data:
-        if frames:
-            parts.append("Traceback (most recent call last):\n")
-        parts.extend(map(_frame_text, frames[::2], frames[1::2]))
-        type_name = _type_name(kind)
-        parts.append(f"{type_name}: {message}\n" if message else f"{type_name}\n")
-        if note:
-            parts.append(note)
-    text = "".join(parts)
-    if len(text) <= limit:
-        return text
-    # Keep the end: the innermost frames and the exception line are what a reader needs.
-    return TRUNCATED + text[-(limit - len(TRUNCATED)) :]
-
-
-_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
-_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
-
-
-def _type_name(kind: type) -> str:
-    """How a traceback names an exception type: qualified unless it is a builtin."""
-    module = kind.__module__
-    if module in ("builtins", "__main__"):
-        return kind.__qualname__
-    return f"{module}.{kind.__qualname__}"
 
 
 def error_event(
@@ -540,3 +270,10 @@ def validate_invalidation(data: Mapping[str, Any], *, max_keys: int = 10_000) ->
         if data.get(key) is not None and not isinstance(data[key], str):
             raise InvalidMessage("bad_type", key)
     return data
+
+
+def is_health_message(message: Mapping[str, Any]) -> bool:
+    """Whether a message on the monitoring channel is a beat (others: METRIC_UPDATE, tests…)."""
+    if "type" in message:
+        return message["type"] == "health_check"
+    return message.get("event_type") in (None, "HEALTH_CHECK")

@@ -16,16 +16,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify
 
-from .config import as_bool, as_number, as_str
-from .extension import EXTENSION_KEY, Plane
+from .config import HealthConfig
+from .constants import EXTENSION_KEY, latest_key
+from .state import Plane
 from .transport import Outgoing
 
 if TYPE_CHECKING:
     from flask import Response
 
-    from .extension import MonitorState
+    from .state import MonitorState
 
 log = logging.getLogger("flask_tickstock_monitor.health")
 
@@ -37,11 +38,6 @@ MIB = 1024 * 1024
 
 def worst(statuses: list[str]) -> str:
     return max(statuses, key=STATUS_RANK.__getitem__, default="healthy")
-
-
-def latest_key(channel: str, instance_id: str) -> str:
-    """Where the latest beat of an instance is kept (a plain string key with an expiry)."""
-    return f"{channel}:latest:{instance_id}"
 
 
 class HealthRegistry:
@@ -158,25 +154,16 @@ class HealthPlane(Plane):
 
     stop_in_forking_parent = True  # a pre-fork master must not heartbeat for its workers
 
-    def __init__(self, state: MonitorState, registry: HealthRegistry):
+    def __init__(self, state: MonitorState, config: HealthConfig, registry: HealthRegistry):
         self.state = state
         self.registry = registry
-        read = state.reader.get
-        self.interval: float = state.config.health_interval
-        self.enabled: bool = read("HEALTH_ENABLED", True, as_bool)
-        self.check_timeout: float = read(
-            "HEALTH_CHECK_TIMEOUT", 2.0, _positive, "HEALTH_CHECK_TIMEOUT"
-        )
-        self.poll: float = read("HEALTH_POLL", min(self.interval, 5.0), _positive)
-        self.jitter: float = read(
-            "HEALTH_JITTER", 0.1, lambda k, v: as_number(k, v, float, minimum=0)
-        )
-        if self.jitter >= 1:
-            raise _config_error("HEALTH_JITTER", "must be below 1", self.jitter)
-        self.latest_ttl: float = read("HEALTH_LATEST_TTL", 3 * self.interval, _positive)
-        self.endpoint: str | None = read("HEALTH_ENDPOINT", None, as_str)
-        if self.endpoint is not None and not self.endpoint.startswith("/"):
-            raise _config_error("HEALTH_ENDPOINT", "must start with '/'", self.endpoint)
+        self.interval: float = config.interval
+        self.enabled: bool = config.enabled
+        self.check_timeout: float = config.check_timeout
+        self.poll: float = config.poll
+        self.jitter: float = config.jitter
+        self.latest_ttl: float = config.latest_ttl
+        self.endpoint: str | None = config.endpoint
         self.beats = 0
         self.latest: dict[str, Any] | None = None
         self._seq = 0
@@ -187,8 +174,6 @@ class HealthPlane(Plane):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        if self.endpoint:
-            self._add_endpoint(state.app, self.endpoint)
 
     # the scheduler ----------------------------------------------------------------------------
 
@@ -376,8 +361,10 @@ class HealthPlane(Plane):
 
     # the optional HTTP endpoint ---------------------------------------------------------------
 
-    def _add_endpoint(self, app: Flask, rule: str) -> None:
-        app.add_url_rule(rule, endpoint="tickstock_monitor_health", view_func=_health_view)
+    def install(self, app: Flask) -> None:
+        """Serve the latest beat at the configured endpoint (503 while unhealthy)."""
+        assert self.endpoint is not None
+        app.add_url_rule(self.endpoint, endpoint="tickstock_monitor_health", view_func=_health_view)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -390,9 +377,7 @@ class HealthPlane(Plane):
 
 
 def _health_view() -> tuple[Response, int]:
-    from flask import current_app
-
-    plane: HealthPlane = current_app.extensions[EXTENSION_KEY].planes["health"]
+    plane: HealthPlane = current_app.extensions[EXTENSION_KEY].health
     snapshot = plane.latest or plane.beat()
     return jsonify(snapshot), 503 if snapshot["status"] == "unhealthy" else 200
 
@@ -421,13 +406,3 @@ def _score(components: Mapping[str, Mapping[str, Any]]) -> int:
     if not components:
         return 100
     return round(sum(STATUS_SCORE[c["status"]] for c in components.values()) / len(components))
-
-
-def _positive(key: str, value: Any) -> float:
-    return float(as_number(key, value, float, minimum=0, allow_zero=False))
-
-
-def _config_error(name: str, problem: str, value: Any) -> Exception:
-    from .config import PREFIX, ConfigurationError
-
-    return ConfigurationError(f"{PREFIX}{name} {problem}, got {value!r}")

@@ -10,9 +10,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import events, topology
-from .config import DEFAULT_REDIS_URL, DEFAULT_SOURCE
-from .transport import Outgoing, Publisher, connect
+from . import events
+from .constants import CHANNEL_ERRORS, CHANNEL_MONITORING, DEFAULT_REDIS_URL, DEFAULT_SOURCE
+from .scrub import Scrubber
+from .transport import Outgoing, Publisher, clients
 
 
 class MonitoringPublisher:
@@ -24,17 +25,19 @@ class MonitoringPublisher:
         *,
         redis_client: Any = None,
         source: str = DEFAULT_SOURCE,
-        errors_channel: str = "tickstock:errors",
-        monitoring_channel: str = "tickstock:monitoring",
+        errors_channel: str = CHANNEL_ERRORS,
+        monitoring_channel: str = CHANNEL_MONITORING,
         queue_size: int = 10_000,
         socket_timeout: float = 0.5,
     ):
-        self.redis_client = redis_client or connect(redis_url, socket_timeout=socket_timeout)
+        self.redis_client = redis_client or clients.connect(
+            redis_url, socket_timeout=socket_timeout
+        )
         self._owns_client = redis_client is None  # one passed in stays open
         self.source = source
         self.errors_channel = errors_channel
         self.monitoring_channel = monitoring_channel
-        self.scrubber = events.Scrubber()
+        self.scrubber = Scrubber()
         self.transport = Publisher(lambda: self.redis_client, queue_size=queue_size)
         #: health metrics accepted for publishing (see :meth:`stats` for what reached Redis)
         self.metrics_published = 0
@@ -99,7 +102,7 @@ class MonitoringPublisher:
     def close(self, timeout: float = 2.0) -> bool:
         flushed = self.transport.close(timeout)
         if self._owns_client:  # its connections now, not when the collector gets to them
-            topology.close(self.redis_client)
+            clients.close(self.redis_client)
         return flushed
 
 

@@ -16,16 +16,16 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import events, signals
-from .broadcast import ERROR_EVENT, HEALTH_EVENT, SocketBroadcaster
+from ._util import RateLimitedLog, mark_monitoring_thread
+from .broadcast import SocketBroadcaster
 from .caches import CacheAdapter, adapt
-from .capture import Throttle
-from .config import as_bool, as_number
-from .extension import Plane
-from .subscriber import is_health_message
-from .transport import Outgoing, Subscription, _local
+from .config import RelayConfig, SocketConfig
+from .constants import ERROR_EVENT, HEALTH_EVENT
+from .state import Plane
+from .transport import Outgoing, Subscription
 
 if TYPE_CHECKING:
-    from .extension import MonitorState
+    from .state import MonitorState
 
 log = logging.getLogger("flask_tickstock_monitor.relay")
 
@@ -34,32 +34,25 @@ OWN_IDS_KEPT = 4_096
 RECENT_KEPT = 50
 
 
-def _positive_int(key: str, value: Any) -> int:
-    return int(as_number(key, value, int, minimum=1))
-
-
 class RelayPlane(Plane):
     """Listens for invalidations and applies them to the caches given to ``register_cache``."""
 
     # A pre-fork master has no caches serving requests; its forked workers listen for themselves.
     stop_in_forking_parent = True
 
-    def __init__(self, state: MonitorState):
-        reader = state.reader
+    def __init__(self, state: MonitorState, config: RelayConfig, socketio: SocketConfig):
         self.state = state
-        self.enabled: bool = reader.get("RELAY_ENABLED", True, as_bool)
-        self.queue_size: int = reader.get("RELAY_QUEUE_SIZE", 10_000, _positive_int)
-        self.max_bytes: int = reader.get(
-            "RELAY_MAX_MESSAGE_BYTES", 262_144, lambda k, v: int(as_number(k, v, int, minimum=256))
-        )
-        self.max_keys: int = reader.get("RELAY_MAX_KEYS", 10_000, _positive_int)
-        self.clear_on_reconnect: bool = reader.get("RELAY_CLEAR_ON_RECONNECT", True, as_bool)
-        self.broadcaster = SocketBroadcaster(state)
+        self.enabled = config.enabled
+        self.queue_size = config.queue_size
+        self.max_bytes = config.max_message_bytes
+        self.max_keys = config.max_keys
+        self.clear_on_reconnect = config.clear_on_reconnect
+        self.broadcaster = SocketBroadcaster(state, socketio)
         self._adapters: dict[str, CacheAdapter] = {}
         self._lock = threading.Lock()
         self._own_ids: OrderedDict[str, None] = OrderedDict()
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
-        self._log_throttle = Throttle(1, 60.0)
+        self._log = RateLimitedLog(log)
         self.received = 0
         self.applied = 0
         self.own_skipped = 0
@@ -202,7 +195,9 @@ class RelayPlane(Plane):
                 # A lost invalidation leaves a stale entry somewhere: forget everything instead.
                 self._gap_reason = "overflow"
             self.overflow += 1  # counted once its consequence is set, so a reader sees both
-            self._log_once("overflow", "relay queue full (%d); dropped a message", self.queue_size)
+            self._log.warning(
+                "overflow", "relay queue full (%d); dropped a message", self.queue_size
+            )
 
     def _on_connect(self, first: bool) -> None:
         if not first and self.clear_on_reconnect:
@@ -218,7 +213,7 @@ class RelayPlane(Plane):
     # applier thread -----------------------------------------------------------------------------
 
     def _apply_loop(self, q: queue.Queue[Any], stopping: threading.Event) -> None:
-        _local.monitoring = True
+        mark_monitoring_thread()
         while not stopping.is_set():
             try:
                 item = q.get(timeout=0.5)
@@ -242,7 +237,7 @@ class RelayPlane(Plane):
             if channel == config.channel_invalidation:
                 events.validate_invalidation(message, max_keys=self.max_keys)
             elif channel == config.channel_monitoring:
-                if not is_health_message(message):
+                if not events.is_health_message(message):
                     return  # other monitoring events (TickStockPL's METRIC_UPDATE, …)
                 events.validate_health(message)
             else:
@@ -348,7 +343,7 @@ class RelayPlane(Plane):
     def _reject(self, reason: str, detail: str = "", channel: str = "") -> None:
         with self._lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        self._log_once(
+        self._log.warning(
             reason,
             "rejected a message on %s: %s %s",
             channel or self.state.config.channel_invalidation,
@@ -359,19 +354,9 @@ class RelayPlane(Plane):
     def _cache_failed(self, name: str, exc: Exception) -> None:
         with self._lock:
             self.cache_errors[name] = self.cache_errors.get(name, 0) + 1
-        allowed, suppressed = self._log_throttle.admit(("cache", name))
-        if allowed:
-            log.error(
-                "cache %r raised while being invalidated (%d similar suppressed)",
-                name,
-                suppressed,
-                exc_info=exc,
-            )
-
-    def _log_once(self, key: str, msg: str, *args: Any) -> None:
-        allowed, suppressed = self._log_throttle.admit(key)
-        if allowed:
-            log.warning(msg + " (%d similar suppressed)", *args, suppressed)
+        self._log.error(
+            ("cache", name), "cache %r raised while being invalidated", name, exc_info=exc
+        )
 
     def stats(self) -> dict[str, Any]:
         subscription = self._subscription

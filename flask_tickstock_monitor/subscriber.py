@@ -1,8 +1,8 @@
 """``MonitoringSubscriber``: the dashboard side of the seed card, on the monitor's transport.
 
 It listens to ``tickstock:monitoring`` and ``tickstock:errors`` through one
-:class:`~flask_tickstock_monitor.transport.Subscription` (reconnects, resubscribes, probes a
-silent connection), validates every message, and keeps a live view of the instances that beat:
+:class:`~.transport.subscription.Subscription` (reconnects, resubscribes, probes a silent
+connection), validates every message, and keeps a live view of the instances that beat:
 stale after two missed intervals, offline after three, restarts (a new ``boot_id``) and lost
 beats (gaps in ``seq``) counted, plus the error rate over a window.
 """
@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import events, topology
-from .config import DEFAULT_REDIS_URL
-from .health import latest_key
-from .transport import Subscription, connect
+from . import events
+from ._util import RateLimitedLog
+from .constants import CHANNEL_ERRORS, CHANNEL_MONITORING, DEFAULT_REDIS_URL, latest_key
+from .transport import Subscription, clients
 
 log = logging.getLogger("flask_tickstock_monitor.subscriber")
 
@@ -101,8 +101,8 @@ class MonitoringSubscriber:
         redis_url: str = DEFAULT_REDIS_URL,
         *,
         redis_client: Any = None,
-        monitoring_channel: str = "tickstock:monitoring",
-        errors_channel: str = "tickstock:errors",
+        monitoring_channel: str = CHANNEL_MONITORING,
+        errors_channel: str = CHANNEL_ERRORS,
         stale_after: float = 2,
         offline_after: float = 3,
         default_interval: float = 30.0,
@@ -115,7 +115,9 @@ class MonitoringSubscriber:
         socket_timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
     ):
-        self.redis_client = redis_client or connect(redis_url, socket_timeout=socket_timeout)
+        self.redis_client = redis_client or clients.connect(
+            redis_url, socket_timeout=socket_timeout
+        )
         self._owns_client = redis_client is None  # one passed in stays open
         self.monitoring_channel = monitoring_channel
         self.errors_channel = errors_channel
@@ -137,7 +139,7 @@ class MonitoringSubscriber:
         self._instances: dict[str, InstanceView] = {}
         self._error_times: deque[float] = deque()
         self._recent_errors: deque[dict[str, Any]] = deque(maxlen=recent_errors)
-        self._last_logged: dict[str, float] = {}
+        self._log = RateLimitedLog(log, log_every)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.subscription = Subscription(
@@ -180,7 +182,7 @@ class MonitoringSubscriber:
         self._stopped.set()
         self.subscription.stop(timeout)
         if self._owns_client:  # its connections now, not when the collector gets to them
-            topology.close(self.redis_client)
+            clients.close(self.redis_client)
 
     def wait_connected(self, timeout: float = 5.0) -> bool:
         return self.subscription.wait_connected(timeout)
@@ -204,7 +206,7 @@ class MonitoringSubscriber:
         if not keys:
             return 0
         loaded = 0
-        for raw in topology.get_many(self.redis_client, keys):
+        for raw in clients.get_many(self.redis_client, keys):
             if raw is not None and self._accept_health(raw, loaded=True):
                 loaded += 1
         return loaded
@@ -219,7 +221,7 @@ class MonitoringSubscriber:
     def _accept_health(self, data: bytes | str, *, loaded: bool = False) -> bool:
         try:
             beat = events.parse(data, self.max_bytes)
-            if not is_health_message(beat):
+            if not events.is_health_message(beat):
                 self.ignored += 1  # other monitoring events (TickStockPL's METRIC_UPDATE, …)
                 return False
             events.validate_health(beat)
@@ -267,7 +269,7 @@ class MonitoringSubscriber:
         with self._lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
             count = self.rejected[reason]
-        self._log_limited(
+        self._log.warning(
             reason,
             "rejected a %s message (%s); %d rejected for this reason so far",
             what,
@@ -282,18 +284,12 @@ class MonitoringSubscriber:
             callback(dict(event))
         except Exception:
             self.callback_errors += 1
-            self._log_limited(
+            self._log.warning(
                 "callback",
                 "a monitoring callback failed (%d so far)",
                 self.callback_errors,
                 exc_info=True,
             )
-
-    def _log_limited(self, key: str, message: str, *args: Any, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -self.log_every) >= self.log_every:
-            self._last_logged[key] = now
-            log.warning(message, *args, exc_info=exc_info)
 
     # the live view ----------------------------------------------------------------------------
 
@@ -343,13 +339,6 @@ class MonitoringSubscriber:
             "rejected_total": sum(rejected.values()),
             "callback_errors": self.callback_errors,
         }
-
-
-def is_health_message(message: Mapping[str, Any]) -> bool:
-    """Whether a message on the monitoring channel is a beat (others: METRIC_UPDATE, tests…)."""
-    if "type" in message:
-        return message["type"] == "health_check"
-    return message.get("event_type") in (None, "HEALTH_CHECK")
 
 
 def _positive(value: Any) -> bool:

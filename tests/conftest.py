@@ -11,7 +11,8 @@ import pytest
 from flask import Flask
 from servers import RedisServer
 
-from flask_tickstock_monitor import TickStockMonitor, topology
+from flask_tickstock_monitor import TickStockMonitor
+from flask_tickstock_monitor.transport import clients
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
@@ -26,23 +27,23 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
 
 @pytest.fixture(autouse=True)
 def close_clients_made_in_the_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every client made through ``topology.connect`` while a test runs (by the test, or by a
+    """Every Redis client made by ``clients.connect_redis`` while a test runs (by the test, or by a
     subscription's factory) is closed after it. Left to the garbage collector, a socket may be
     finalised before the connection that would close it: a ResourceWarning, which the suite's
     warning filter turns into an error in whichever later test happens to collect."""
     made: list[Any] = []
-    connect = topology.connect
+    connect = clients.connect_redis
 
     def connect_and_remember(url: str, **options: Any) -> Any:
         client = connect(url, **options)
         made.append(client)
         return client
 
-    monkeypatch.setattr(topology, "connect", connect_and_remember)
+    monkeypatch.setattr(clients, "connect_redis", connect_and_remember)
     yield
     for client in made:
         try:
-            topology.close(client)
+            clients.close(client)
         except Exception:  # already closed with its monitor, or its servers are gone
             pass
 

@@ -49,7 +49,7 @@ def postgres_database() -> Iterator[str]:
 
 def read_rows(url: str) -> list[dict[str, Any]]:
     """Every row of error_logs, oldest first, read with an engine of our own (none: no table)."""
-    from flask_tickstock_monitor.errorlog import error_logs
+    from flask_tickstock_monitor.errordb import error_logs
 
     engine = create_engine(url)
     try:

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 import pytest
 from topologies import ClusterGroup, wait_for
 
-from flask_tickstock_monitor.topology import (
+from flask_tickstock_monitor.transport import Outgoing, Subscription, connect
+from flask_tickstock_monitor.transport.clients import (
     channel_counts,
     describe,
     publish_one,
     subscriber_counts,
 )
-from flask_tickstock_monitor.transport import Outgoing, Subscription, connect
 
 CHANNELS = ("tickstock:errors", "tickstock:monitoring", "tickstock:cache:invalidation")
 

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, insert, inspect
 
 from flask_tickstock_monitor import TickStockMonitor
 from flask_tickstock_monitor.cli import tickstock
-from flask_tickstock_monitor.errorlog import error_logs
+from flask_tickstock_monitor.errordb import error_logs
 
 MakeApp = Callable[..., tuple[Flask, TickStockMonitor]]
 NOW = datetime.now(timezone.utc).replace(microsecond=0)  # set again by `filled`: ages are relative

@@ -12,8 +12,8 @@ import pytest
 from topologies import wait_for
 
 from flask_tickstock_monitor.cli import tickstock
-from flask_tickstock_monitor.topology import channel_counts, publish_one, subscriber_counts
 from flask_tickstock_monitor.transport import Subscription, connect
+from flask_tickstock_monitor.transport.clients import channel_counts, publish_one, subscriber_counts
 
 ERRORS = "tickstock:errors"
 MONITORING = "tickstock:monitoring"

@@ -14,9 +14,9 @@ from relayutil import invalidation, relay_of
 from topologies import SentinelGroup, wait_for
 
 from flask_tickstock_monitor import MonitoringSubscriber, signals
-from flask_tickstock_monitor.health import latest_key
-from flask_tickstock_monitor.topology import publish_one
+from flask_tickstock_monitor.constants import latest_key
 from flask_tickstock_monitor.transport import connect
+from flask_tickstock_monitor.transport.clients import publish_one
 
 MONITORING = "tickstock:monitoring"
 INTERVAL = 0.2

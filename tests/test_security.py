@@ -13,7 +13,8 @@ import redis
 from servers import RedisServer, free_port
 
 import flask_tickstock_monitor
-from flask_tickstock_monitor.events import InvalidMessage, Scrubber, parse
+from flask_tickstock_monitor.events import InvalidMessage, parse
+from flask_tickstock_monitor.scrub import Scrubber
 
 CHANNEL = "tickstock:errors"
 SCRUBBED = "[scrubbed]"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from topologies import SERVICE, SentinelGroup, wait_for
 
-from flask_tickstock_monitor.topology import channel_counts, describe
 from flask_tickstock_monitor.transport import Subscription, connect
+from flask_tickstock_monitor.transport.clients import channel_counts, describe
 
 ERRORS = "tickstock:errors"
 

@@ -10,16 +10,11 @@ import pytest
 import redis
 from topologies import wait_for
 
-from flask_tickstock_monitor import topology
 from flask_tickstock_monitor.config import ConfigurationError
-from flask_tickstock_monitor.topology import (
-    Topology,
-    channel_counts,
-    describe,
-    parse_url,
-    without_topology_options,
-)
-from flask_tickstock_monitor.transport import Subscription, connect
+from flask_tickstock_monitor.transport import Subscription, clients, connect
+from flask_tickstock_monitor.transport.clients import channel_counts, describe
+from flask_tickstock_monitor.transport.pubsub import HEARD, receiver
+from flask_tickstock_monitor.transport.urls import Topology, parse_url, without_topology_options
 
 
 def test_sentinel_url():
@@ -154,10 +149,10 @@ def receive_one(receive, timeout=5.0):
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_receiver_reads_the_socket_itself(redis_server, protocol):
     pytest.importorskip("hiredis")
-    client = topology.connect(redis_server.url, socket_timeout=2.0, protocol=protocol)
+    client = clients.connect_redis(redis_server.url, socket_timeout=2.0, protocol=protocol)
     pubsub = subscribed(client, "a")
     pubsub.get_message = None  # redis-py's path must not be taken
-    receive = topology.receiver(pubsub, 0.05)
+    receive = receiver(pubsub, 0.05)
     assert receive() is None  # nothing yet: back after the timeout
     publisher = redis_server.client()
     publisher.publish("a", b"1")
@@ -168,7 +163,7 @@ def test_receiver_reads_the_socket_itself(redis_server, protocol):
     assert receive_one(receive) == ("a", big)
     assert receive_one(receive) == ("a", b"after")
     pubsub.ping()
-    assert receive_one(receive) is topology.HEARD
+    assert receive_one(receive) is HEARD
     pubsub.connection.send_command("NO-SUCH-COMMAND")  # an error reply
     with pytest.raises(redis.ResponseError):
         receive_one(receive)
@@ -182,7 +177,7 @@ def test_receiver_gives_text_to_a_decoding_client(redis_server):
     pytest.importorskip("hiredis")
     client = redis_server.client(decode_responses=True)
     pubsub = subscribed(client, "a")
-    receive = topology.receiver(pubsub, 0.05)
+    receive = receiver(pubsub, 0.05)
     redis_server.client().publish("a", "é")
     assert receive_one(receive) == ("a", "é")
     pubsub.close()
@@ -196,7 +191,7 @@ def test_receiver_leaves_what_redis_py_buffered_to_redis_py(redis_server):
     publisher.publish("a", b"2")
     time.sleep(0.1)  # both on the socket: redis-py reads them in one go, returns the first
     assert pubsub.get_message(timeout=1)["data"] == b"1"
-    receive = topology.receiver(pubsub, 0.05)
+    receive = receiver(pubsub, 0.05)
     assert receive_one(receive) == ("a", b"2")  # from redis-py's buffer, not lost
     publisher.publish("a", b"3")
     assert receive_one(receive) == ("a", b"3")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 import types
 
-from flask_tickstock_monitor import events
+from flask_tickstock_monitor import tracebacks
 
 
 class FeedError(Exception):
@@ -50,7 +50,7 @@ def python_lines(exc):
 
 def test_frames_lines_and_chain_match_python():
     exc = caught(handle, "x")
-    ours = events.format_traceback(exc, 100_000).splitlines()
+    ours = tracebacks.format_traceback(exc, 100_000).splitlines()
     assert [line for line in ours if line.strip()] == python_lines(exc)
     # both chain notes, oldest exception first
     assert ours[-1] == "ZeroDivisionError: division by zero"
@@ -61,7 +61,7 @@ def test_line_numbers_are_those_of_the_traceback():
     exc = caught(handle, "x")
     for error, (_, _, frames, _) in zip(
         (exc.__context__.__cause__, exc.__context__, exc),
-        events.extract_exception(exc),
+        tracebacks.extract_exception(exc),
         strict=True,
     ):
         tb, expected = error.__traceback__, []
@@ -69,12 +69,12 @@ def test_line_numbers_are_those_of_the_traceback():
             expected.append((tb.tb_frame.f_code.co_name, tb.tb_lineno))
             tb = tb.tb_next
         pairs = zip(frames[::2], frames[1::2], strict=True)
-        assert [(code.co_name, events.line_number(code, at)) for code, at in pairs] == expected
+        assert [(code.co_name, tracebacks.line_number(code, at)) for code, at in pairs] == expected
 
 
 def test_extract_keeps_no_frames():
     exc = caught(handle, "x")
-    data = events.extract_exception(exc)
+    data = tracebacks.extract_exception(exc)
     assert len(data) == 3
     for kind, message, frames, note in data:
         assert isinstance(kind, type) and isinstance(message, str) and isinstance(note, str)
@@ -89,7 +89,7 @@ def test_unprintable_message_and_long_text_keep_the_end():
             raise RuntimeError("no")
 
     exc = caught(lambda: (_ for _ in ()).throw(Broken()))
-    text = events.format_traceback(exc, 100_000)
+    text = tracebacks.format_traceback(exc, 100_000)
     assert text.endswith("Broken: <unprintable>\n")
-    short = events.format_traceback(exc, 60)
+    short = tracebacks.format_traceback(exc, 60)
     assert len(short) == 60 and short.endswith("Broken: <unprintable>\n")

@@ -1,97 +1,26 @@
-"""The one transport under the three planes: Redis connections, the publisher, the subscription.
-
-- :func:`connect` turns a URL into a client (``memory://`` is an embedded in-process server).
-- :class:`Publisher` owns a bounded queue and one background thread that turns queued items into
-  messages and publishes them in pipelined batches, behind a circuit breaker. Callers only
-  append to the queue; they never wait on Redis.
-- :class:`Subscription` owns one PubSub in a background thread: reconnects with jittered
-  backoff, resubscribes, and probes a silent connection so a half-open socket is noticed.
-"""
+"""The publisher: a bounded queue and one background thread that turns queued items into
+messages and publishes them in pipelined batches, behind a circuit breaker. Callers only append
+to the queue; they never wait on Redis. What cannot be delivered is counted by reason."""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import os
-import random
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from . import topology
-from .events import dumps
+from .._util import CircuitBreaker, Wakeup, mark_monitoring_thread
+from ..events import dumps
+from .clients import ping
+from .wire import Message, Stored, publish_batch
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
-
-SCHEMES = ("redis", "rediss", "unix", "memory", *topology.SCHEMES)
-_MEMORY_SERVERS: dict[str, Any] = {}
-_MEMORY_LOCK = threading.Lock()
-_local = threading.local()
-
-
-def on_monitoring_thread() -> bool:
-    """True on the publisher and subscription threads: what they log is never published."""
-    return getattr(_local, "monitoring", False)
-
-
-def check_url(url: str) -> None:
-    """Raise ``ValueError`` when no client can be made for ``url``."""
-    scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
-        raise ValueError(
-            f"unsupported scheme {scheme!r} in {url!r}; use one of {', '.join(SCHEMES)}"
-        )
-    if scheme == "memory":
-        try:
-            import fakeredis  # noqa: F401
-        except ImportError:  # pragma: no cover - depends on the install
-            raise ValueError(
-                "memory:// needs the 'embedded' extra (pip install fakeredis)"
-            ) from None
-        if topology.parse_url(url).sharded:
-            raise ValueError("the embedded memory:// server has no sharded pub/sub")
-    else:
-        topology.parse_url(url)
-
-
-def connect(url: str, *, socket_timeout: float = 0.5, **options: Any) -> Any:
-    """A client for ``url``; ``memory://NAME`` shares one embedded server per name per process.
-
-    ``redis+sentinel://`` and ``redis+cluster://`` URLs are served by :mod:`.topology`.
-    """
-    check_url(url)
-    parts = urlsplit(url)
-    if parts.scheme == "memory":
-        import fakeredis
-
-        name = parts.netloc or parts.path or "default"
-        with _MEMORY_LOCK:
-            server = _MEMORY_SERVERS.setdefault(name, fakeredis.FakeServer())
-        return fakeredis.FakeRedis(server=server)
-    return topology.connect(url, socket_timeout=socket_timeout, **options)
-
-
-is_embedded = topology.is_embedded
-
-
-# --- sending ---------------------------------------------------------------------------------
-
-Message = topology.Message
-Stored = topology.Stored
-
-
-def send_batch(client: Any, messages: Sequence[Message], stores: Sequence[Stored] = ()) -> None:
-    """Publish ``messages`` (and ``SET key payload PX ttl`` each of ``stores``) in one round trip
-    per server; raise on any failure."""
-    topology.publish_batch(client, messages, stores)
-
-
-# --- publishing ------------------------------------------------------------------------------
 
 
 class Dropped(Exception):
@@ -134,58 +63,6 @@ class Outgoing:
             payload = self.payload = self.build(*args)
             self.args = ()
         return payload
-
-
-class CircuitBreaker:
-    """Open after a failure; retry after a jittered exponential backoff."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0):
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-        self.retry_at = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        return self.failures > 0
-
-    def ready(self) -> bool:
-        return time.monotonic() >= self.retry_at
-
-    def failed(self) -> float:
-        self.failures += 1
-        delay = min(self.cap, self.base * 2 ** min(self.failures - 1, 16))
-        delay *= random.uniform(0.5, 1.5)
-        self.retry_at = time.monotonic() + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.retry_at = 0.0
-
-
-class Wakeup:
-    """A wake-up call for one waiting thread: ``threading.Event`` semantics (``set``, ``wait``,
-    ``clear``) on a bare lock. ``Event.set`` runs a Python-level ``Condition`` under a lock on
-    the caller's thread; this is one C call, which matters when a request thread wakes the
-    publisher."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()  # held = not set
-
-    def set(self) -> None:
-        try:
-            self._lock.release()
-        except RuntimeError:  # already set
-            pass
-
-    def wait(self, timeout: float) -> bool:
-        """Wait until set; clears it (the one waiter consumed the call)."""
-        return self._lock.acquire(timeout=timeout)
-
-    def clear(self) -> None:
-        self._lock.acquire(blocking=False)
 
 
 _LIVE_PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
@@ -367,7 +244,7 @@ class Publisher:
         self._reset()
 
     def _run(self) -> None:
-        _local.monitoring = True
+        mark_monitoring_thread()
         lingered = False  # the waiting events have had their linger already
         while True:
             if not self._queue:
@@ -423,7 +300,7 @@ class Publisher:
         if not self.breaker.ready():
             return False
         try:
-            topology.ping(self.client)
+            ping(self.client)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.breaker.failed()
@@ -487,7 +364,7 @@ class Publisher:
                 return
             started = time.perf_counter()
             try:
-                send_batch(self.client, messages, stores)
+                publish_batch(self.client, messages, stores)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 delay = self.breaker.failed()
@@ -529,166 +406,3 @@ def _flush_all_at_exit() -> None:
 
 
 atexit.register(_flush_all_at_exit)
-
-
-# --- subscribing -----------------------------------------------------------------------------
-
-
-class Subscription:
-    """A PubSub owned by one background thread, kept subscribed whatever Redis does.
-
-    ``on_message(channel, data)`` runs on that thread for each message; ``on_connect(first)``
-    after every (re)subscribe, with ``first=False`` after a reconnect, so callers can repair
-    what they missed while disconnected.
-    """
-
-    def __init__(
-        self,
-        client_factory: Callable[[], Any],
-        channels: Iterable[str],
-        on_message: Callable[[str, bytes], None],
-        *,
-        on_connect: Callable[[bool], None] | None = None,
-        on_disconnect: Callable[[str], None] | None = None,
-        probe_interval: float = 5.0,
-        probe_timeout: float = 2.0,
-        backoff_base: float = 0.1,
-        backoff_cap: float = 5.0,
-        name: str = "tickstock-monitor-subscription",
-    ):
-        self._client_factory = client_factory
-        self.channels = list(channels)
-        self.on_message = on_message
-        self.on_connect = on_connect
-        self.on_disconnect = on_disconnect
-        self.probe_interval = probe_interval
-        self.probe_timeout = probe_timeout
-        self.breaker = CircuitBreaker(backoff_base, backoff_cap)
-        self.name = name
-        self.connected = False
-        self.connects = 0
-        self.reconnects = 0
-        self.received = 0
-        self.callback_errors = 0
-        self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> Subscription:
-        if not self.running:
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        pubsub = self._pubsub
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def wait_connected(self, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.connected and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self.connected
-
-    def _run(self) -> None:
-        _local.monitoring = True
-        while not self._stop.is_set():
-            try:
-                self._listen()
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            finally:
-                was_connected = self.connected
-                self.connected = False
-                self._close()
-            if self._stop.is_set():
-                return
-            if was_connected and self.on_disconnect is not None:
-                self._safe(self.on_disconnect, self.last_error or "disconnected")
-            delay = self.breaker.failed()
-            log.info(
-                "subscription to %s lost (%s); retrying in %.2fs",
-                self.channels,
-                self.last_error,
-                delay,
-            )
-            self._stop.wait(delay)
-
-    def _listen(self) -> None:
-        client = self._client_factory()
-        pubsub = topology.open_pubsub(client, reconnecting=self.last_error is not None)
-        self._pubsub = pubsub
-        pubsub.subscribe(*self.channels)
-        pending = set(self.channels)
-        deadline = time.monotonic() + self.probe_timeout + 1.0
-        while pending:  # wait for every subscribe confirmation before calling it connected
-            message = pubsub.get_message(timeout=0.2)
-            if message and message["type"] in topology.SUBSCRIBED_TYPES:
-                pending.discard(topology.as_text(message["channel"]))
-            elif message and message["type"] in topology.DATA_TYPES:
-                self._dispatch(message)
-            if time.monotonic() > deadline:
-                raise ConnectionError(f"no subscribe confirmation for {sorted(pending)}")
-            if self._stop.is_set():
-                return
-        first = self.connects == 0
-        self.connects += 1
-        if not first:
-            self.reconnects += 1
-        self.connected = True
-        self.breaker.succeeded()
-        if self.on_connect is not None:
-            self._safe(self.on_connect, first)
-        receive = topology.receiver(pubsub, 0.25)
-        last_heard = time.monotonic()
-        probe_sent: float | None = None
-        while not self._stop.is_set():
-            got = receive()
-            now = time.monotonic()
-            if got is not None:
-                last_heard = now
-                probe_sent = None
-                if got is not topology.HEARD:
-                    self._deliver(*got)
-                continue
-            if probe_sent is not None:
-                if now - probe_sent > self.probe_timeout:
-                    raise ConnectionError(f"no reply to a liveness probe in {self.probe_timeout}s")
-            elif now - last_heard > self.probe_interval:
-                pubsub.ping()
-                probe_sent = now
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        self._deliver(topology.as_text(message["channel"]), message["data"])
-
-    def _deliver(self, channel: str, data: Any) -> None:
-        self.received += 1
-        self._safe(self.on_message, channel, data)
-
-    def _safe(self, callback: Callable[..., Any], *args: Any) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            self.callback_errors += 1
-            log.exception("subscription callback %r failed", callback)
-
-    def _close(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                pass
