@@ -22,6 +22,16 @@ def on_monitoring_thread() -> bool:
     return getattr(_local, "monitoring", False)
 
 
+def thread_report(thread: threading.Thread | None, loop_at: float, stall_after: float) -> dict:
+    """The liveness of one of the monitor's threads: not started (which is fine: threads start
+    with their first work), or alive and round its loop within ``stall_after`` seconds."""
+    if thread is None:
+        return {"running": False, "ok": True}
+    alive = thread.is_alive()
+    age = time.monotonic() - loop_at
+    return {"running": alive, "loop_age_s": round(age, 3), "ok": alive and age <= stall_after}
+
+
 class Throttle:
     """Lets ``limit`` identical errors through per ``window`` seconds and counts the rest."""
 

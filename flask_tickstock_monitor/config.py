@@ -91,6 +91,12 @@ KEYS: dict[str, Key] = {
         Key("HEALTH_JITTER", 0.1, c.as_fraction),
         Key("HEALTH_LATEST_TTL", None, _positive_float),  # 3 intervals
         Key("HEALTH_ENDPOINT", None, c.as_path),
+        # the probes (probes.py)
+        Key("LIVENESS_ENDPOINT", None, c.as_path),
+        Key("READINESS_ENDPOINT", None, c.as_path),
+        Key("READINESS_CHECKS", (), c.as_str_tuple),  # checks critical for readiness, e.g. redis
+        Key("LIVENESS_STALL", 60.0, _positive_float),
+        Key("DRAIN_ON_SIGTERM", True, c.as_bool),
         # relay and Socket.IO
         Key("RELAY_ENABLED", True, c.as_bool),
         Key("RELAY_QUEUE_SIZE", 10_000, c.at_least(int, 1)),
@@ -154,6 +160,11 @@ class HealthConfig:
     jitter: float
     latest_ttl: float
     endpoint: str | None
+    liveness_endpoint: str | None = None
+    readiness_endpoint: str | None = None
+    readiness_checks: tuple[str, ...] = ()
+    liveness_stall: float = 60.0
+    drain_on_sigterm: bool = True
 
 
 @dataclass(frozen=True)
@@ -284,6 +295,11 @@ def _health(r: ConfigReader) -> HealthConfig:
         jitter=r["HEALTH_JITTER"],
         latest_ttl=3 * interval if ttl is None else ttl,
         endpoint=r["HEALTH_ENDPOINT"],
+        liveness_endpoint=r["LIVENESS_ENDPOINT"],
+        readiness_endpoint=r["READINESS_ENDPOINT"],
+        readiness_checks=r["READINESS_CHECKS"],
+        liveness_stall=r["LIVENESS_STALL"],
+        drain_on_sigterm=r["DRAIN_ON_SIGTERM"],
     )
 
 

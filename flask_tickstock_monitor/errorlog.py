@@ -26,7 +26,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from ._util import CircuitBreaker, mark_monitoring_thread
+from ._util import CircuitBreaker, mark_monitoring_thread, thread_report
 from .config import ErrorLogConfig
 from .errordb import SEVERITY_ORDER, create_table, insert_ignoring_duplicates, row_for
 from .state import Plane
@@ -86,6 +86,7 @@ class ErrorLog(Plane):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.loop_at = time.monotonic()
         self._stopping = False
         self._start_lock = threading.Lock()
         self._table_ready = False
@@ -169,6 +170,11 @@ class ErrorLog(Plane):
             self._engine.dispose(close=False)
         self._reset()
 
+    def liveness(self, stall_after: float) -> dict[str, Any]:
+        # a write waits up to the database timeout; a backoff up to its cap
+        wait = stall_after + self.config.timeout + self.config.retry_max_delay
+        return thread_report(None if self._stopping else self._thread, self.loop_at, wait)
+
     def stats(self) -> dict[str, Any]:
         with self._counter_lock:
             dropped = dict(self.dropped)
@@ -221,6 +227,7 @@ class ErrorLog(Plane):
     def _run(self) -> None:
         mark_monitoring_thread()  # what this thread logs is never captured again
         while not self._stopping:
+            self.loop_at = time.monotonic()
             with self._lock:
                 batch = list(islice(self._buffer, self.config.batch_size))
             if not batch:

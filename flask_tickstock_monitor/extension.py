@@ -16,6 +16,7 @@ from typing import Any
 import click
 from flask import Flask
 
+from . import probes
 from ._compat import cv_app
 from .capture import ErrorCapture
 from .cli import tickstock
@@ -110,8 +111,8 @@ class TickStockMonitor:
                 " Import and use that instance instead."
             )
         state = _make_state(self, app, redis_client or self.redis_client)
-        if state.health is not None and state.health.endpoint:
-            state.health.install(app)
+        if state.health is not None:
+            probes.install(app, state, state.health)
         if state.dashboard is not None:
             state.dashboard.install(app)
         app.extensions[EXTENSION_KEY] = state
@@ -233,12 +234,20 @@ class TickStockMonitor:
         """Register a metric provider: it returns a number, or ``None`` to leave it out."""
         return _register(self.health.metrics, name)
 
-    def health_check(self, name: str) -> Callable[[HealthCheck], HealthCheck]:
+    def health_check(
+        self, name: str, *, critical: bool = False
+    ) -> Callable[[HealthCheck], HealthCheck]:
         """Register a check returning ``"healthy"``, ``"degraded"`` or ``"unhealthy"``.
 
         It may also return a dict with ``status`` and details. Raising means unhealthy; one that
-        outlives ``TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT`` is degraded.
+        outlives ``TICKSTOCK_MONITOR_HEALTH_CHECK_TIMEOUT`` is degraded. ``critical``: while it
+        is unhealthy, the readiness probe refuses traffic (``TICKSTOCK_MONITOR_READINESS_CHECKS``
+        names more, the built-in ``redis`` among them).
         """
+        if critical:
+            self.health.critical.add(name)
+        else:
+            self.health.critical.discard(name)
         return _register(self.health.checks, name)
 
     def publish_health(self, *, app: Flask | None = None) -> dict[str, Any] | None:

@@ -16,16 +16,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, jsonify
-
+from ._util import thread_report
+from .builtin_metrics import active_websockets, cache_hit_rate
 from .config import HealthConfig
-from .constants import EXTENSION_KEY, latest_key
+from .constants import latest_key
 from .state import Plane
 from .transport import Outgoing
 
 if TYPE_CHECKING:
-    from flask import Response
-
     from .state import MonitorState
 
 log = logging.getLogger("flask_tickstock_monitor.health")
@@ -46,6 +44,8 @@ class HealthRegistry:
     def __init__(self) -> None:
         self.checks: dict[str, Callable[[], Any]] = {}
         self.metrics: dict[str, Callable[[], Any]] = {}
+        #: checks whose "unhealthy" makes the readiness probe refuse traffic
+        self.critical: set[str] = set()
 
 
 class _Call:
@@ -97,58 +97,6 @@ class TimedCalls:
             self._running.clear()
 
 
-def cache_hit_rate(caches: Mapping[str, Any]) -> float | None:
-    """Hits over lookups (a 0–1 fraction) of every cache that reports ``hits`` and ``misses``.
-
-    Counts are used, never a cache's own ``hit_rate``: TickStockAppV2's RelationshipCache reports
-    that one as a percentage.
-    """
-    hits = lookups = 0
-    for cache in caches.values():
-        counts = _hit_counts(cache)
-        if counts is not None:
-            hits += counts[0]
-            lookups += counts[0] + counts[1]
-    return round(hits / lookups, 4) if lookups else None
-
-
-def _hit_counts(cache: Any) -> tuple[int, int] | None:
-    for target in (cache, getattr(cache, "cache", None)):  # a registered adapter may wrap it
-        if target is None:
-            continue
-        for method in ("get_stats", "stats"):
-            stats = getattr(target, method, None)
-            if callable(stats):
-                found = stats()
-                if (
-                    isinstance(found, Mapping)
-                    and _is_count(found.get("hits"))
-                    and _is_count(found.get("misses"))
-                ):
-                    return int(found["hits"]), int(found["misses"])
-        hits: Any = getattr(target, "hits", None)
-        misses: Any = getattr(target, "misses", None)
-        if _is_count(hits) and _is_count(misses):
-            return int(hits), int(misses)
-    return None
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-
-
-def active_websockets(socketio: Any) -> int | None:
-    """Connections to this process's Socket.IO server, counted without touching its handlers."""
-    manager = getattr(getattr(socketio, "server", None), "manager", None)
-    if manager is None:
-        return None
-    connections = set()
-    for namespace in list(manager.get_namespaces()):
-        for _sid, eio_sid in manager.get_participants(namespace, None):
-            connections.add(eio_sid)
-    return len(connections)
-
-
 class HealthPlane(Plane):
     """Collects checks and metrics and publishes the heartbeat of one app."""
 
@@ -156,6 +104,7 @@ class HealthPlane(Plane):
 
     def __init__(self, state: MonitorState, config: HealthConfig, registry: HealthRegistry):
         self.state = state
+        self.config = config
         self.registry = registry
         self.interval: float = config.interval
         self.enabled: bool = config.enabled
@@ -174,6 +123,7 @@ class HealthPlane(Plane):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.loop_at = time.monotonic()
 
     # the scheduler ----------------------------------------------------------------------------
 
@@ -213,6 +163,7 @@ class HealthPlane(Plane):
         next_beat = now + min(0.5, self.interval) * random.uniform(0.5, 1.0)
         next_poll = now + self.poll
         while not self._stop.is_set():
+            self.loop_at = time.monotonic()
             self._wake.wait(max(0.0, min(next_beat, next_poll) - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
@@ -359,12 +310,10 @@ class HealthPlane(Plane):
     def _socketio(self) -> Any:
         return self.state.monitor.socketio or self.state.app.extensions.get("socketio")
 
-    # the optional HTTP endpoint ---------------------------------------------------------------
-
-    def install(self, app: Flask) -> None:
-        """Serve the latest beat at the configured endpoint (503 while unhealthy)."""
-        assert self.endpoint is not None
-        app.add_url_rule(self.endpoint, endpoint="tickstock_monitor_health", view_func=_health_view)
+    def liveness(self, stall_after: float) -> dict[str, Any]:
+        # a round waits up to a poll, and runs checks up to their timeout
+        wait = stall_after + self.poll + 2 * self.check_timeout
+        return thread_report(self._thread, self.loop_at, wait)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -374,12 +323,6 @@ class HealthPlane(Plane):
             "status": self._last_status,
             "interval_s": self.interval,
         }
-
-
-def _health_view() -> tuple[Response, int]:
-    plane: HealthPlane = current_app.extensions[EXTENSION_KEY].health
-    snapshot = plane.latest or plane.beat()
-    return jsonify(snapshot), 503 if snapshot["status"] == "unhealthy" else 200
 
 
 def _component(call: _Call, timeout: float) -> dict[str, Any]:

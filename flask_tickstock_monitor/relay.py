@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import events, signals
-from ._util import RateLimitedLog, mark_monitoring_thread
+from ._util import RateLimitedLog, mark_monitoring_thread, thread_report
 from .broadcast import SocketBroadcaster
 from .caches import CacheAdapter, adapt
 from .config import RelayConfig, SocketConfig
@@ -62,6 +62,7 @@ class RelayPlane(Plane):
         self.cache_errors: dict[str, int] = {}
         self._subscription: Subscription | None = None
         self._applier: threading.Thread | None = None
+        self.loop_at = time.monotonic()
         self._queue: queue.Queue[Any] = queue.Queue(self.queue_size)
         self._gap_reason: str | None = None
         self._stopping = threading.Event()
@@ -177,6 +178,12 @@ class RelayPlane(Plane):
         self._applier = None
         self.start()
 
+    def liveness(self, stall_after: float) -> dict[str, Any]:
+        out = {"relay_applier": thread_report(self._applier, self.loop_at, stall_after)}
+        if self._subscription is not None:
+            out["relay_listener"] = self._subscription.liveness(stall_after)
+        return out
+
     def wait_connected(self, timeout: float = 5.0) -> bool:
         subscription = self._subscription
         return subscription is not None and subscription.wait_connected(timeout)
@@ -215,6 +222,7 @@ class RelayPlane(Plane):
     def _apply_loop(self, q: queue.Queue[Any], stopping: threading.Event) -> None:
         mark_monitoring_thread()
         while not stopping.is_set():
+            self.loop_at = time.monotonic()
             try:
                 item = q.get(timeout=0.5)
             except queue.Empty:

@@ -102,6 +102,8 @@ class MonitorState:
         #: name -> a cache given to ``register_cache`` (the relay invalidates, health reads hits)
         self.caches: dict[str, object] = {}
         self.started = False
+        #: shutdown began: the readiness probe refuses traffic from now on
+        self.shutting_down = False
         _LIVE_STATES.add(self)
 
     @property
@@ -178,6 +180,7 @@ class MonitorState:
             plane.start()
 
     def stop(self, timeout: float = 2.0) -> bool:
+        self.shutting_down = True
         for plane in self.planes.values():
             plane.stop()
         self.capture.detach()

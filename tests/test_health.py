@@ -15,7 +15,7 @@ from conftest import wait_for
 from flask import Flask
 
 from flask_tickstock_monitor import ConfigurationError, TickStockMonitor, signals
-from flask_tickstock_monitor.health import cache_hit_rate
+from flask_tickstock_monitor.builtin_metrics import cache_hit_rate
 
 MONITORING = "tickstock:monitoring"
 

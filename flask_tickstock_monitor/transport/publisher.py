@@ -12,57 +12,15 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from .._util import CircuitBreaker, Wakeup, mark_monitoring_thread
+from .._util import CircuitBreaker, Wakeup, mark_monitoring_thread, thread_report
 from ..events import dumps
 from .clients import ping
+from .outgoing import Dropped, Outgoing
 from .wire import Message, Stored, publish_batch
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
-
-
-class Dropped(Exception):
-    """Raised by a formatter to drop an item on purpose; ``reason`` is counted."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """One queued item: a channel and either a ready payload or a builder run on the thread
-    as ``build(*args)`` (a tuple, not a closure: fewer objects for the GC while queued)."""
-
-    channel: str
-    payload: dict[str, Any] | None = None
-    build: Callable[..., dict[str, Any]] | None = None
-    kind: str = "event"
-    args: tuple[Any, ...] = ()
-    #: An error's severity, known before it is built, so a sink can filter without building.
-    severity: str | None = None
-    #: also keep the message under this key (with ``ttl`` seconds) for late subscribers
-    store_key: str | None = None
-    ttl: float = 0.0
-    #: send without lingering for company (a status change, a cache invalidation)
-    urgent: bool = False
-
-    def resolve(self) -> dict[str, Any]:
-        """The message, built once: another consumer (the error log) reuses what was built.
-        The two may build it at the same time, which is harmless: a build is deterministic
-        (the same ``error_id``). Once built, ``args`` are let go (an error's context and
-        traceback data, while the item waits in a batch or the error log's buffer); they are
-        read before ``payload``, which is set before they are cleared, so a concurrent resolve
-        sees either the arguments or the message."""
-        args = self.args
-        payload = self.payload
-        if payload is None:
-            assert self.build is not None
-            payload = self.payload = self.build(*args)
-            self.args = ()
-        return payload
 
 
 _LIVE_PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
@@ -131,6 +89,7 @@ class Publisher:
         self._urgent = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.loop_at = time.monotonic()
         self._client: Any = None
         self._start_lock = threading.Lock()
 
@@ -221,6 +180,10 @@ class Publisher:
             self.count_drop("shutdown", left)
         return flushed
 
+    def liveness(self, stall_after: float) -> dict[str, Any]:
+        thread = None if self._stopping else self._thread
+        return thread_report(thread, self.loop_at, stall_after)
+
     @property
     def client(self) -> Any:
         if self._client is None:
@@ -247,6 +210,7 @@ class Publisher:
         mark_monitoring_thread()
         lingered = False  # the waiting events have had their linger already
         while True:
+            self.loop_at = time.monotonic()  # for the liveness probe: this thread is not wedged
             if not self._queue:
                 if self._stopping:
                     return

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._util import CircuitBreaker, mark_monitoring_thread
+from .._util import CircuitBreaker, mark_monitoring_thread, thread_report
 from .clients import as_text
 from .pubsub import DATA_TYPES, HEARD, SUBSCRIBED_TYPES, open_pubsub, receiver
 
@@ -55,6 +55,7 @@ class Subscription:
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.loop_at = time.monotonic()
         self._pubsub: Any = None
 
     @property
@@ -79,6 +80,11 @@ class Subscription:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def liveness(self, stall_after: float) -> dict[str, Any]:
+        # reconnecting waits up to the backoff cap between rounds
+        thread = None if self._stop.is_set() else self._thread
+        return thread_report(thread, self.loop_at, stall_after + self.breaker.cap)
+
     def wait_connected(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
         while not self.connected and time.monotonic() < deadline:
@@ -88,6 +94,7 @@ class Subscription:
     def _run(self) -> None:
         mark_monitoring_thread()
         while not self._stop.is_set():
+            self.loop_at = time.monotonic()
             try:
                 self._listen()
             except Exception as exc:
@@ -138,6 +145,7 @@ class Subscription:
         last_heard = time.monotonic()
         probe_sent: float | None = None
         while not self._stop.is_set():
+            self.loop_at = time.monotonic()
             got = receive()
             now = time.monotonic()
             if got is not None:
