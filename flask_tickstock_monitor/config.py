@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 from . import convert as c
 from .constants import (
@@ -39,6 +39,8 @@ class Key:
     convert: Callable[[str, Any], Any]
     fallbacks: tuple[str, ...] = ()
 
+
+T = TypeVar("T")
 
 _positive_int = c.positive(int)
 _positive_float = c.positive(float)
@@ -284,37 +286,45 @@ def _redis_url(r: ConfigReader) -> str:
     return url
 
 
+def _section(kind: type[T], r: ConfigReader, prefix: str = "", **worked_out: Any) -> T:
+    """``kind`` with each field read from the key ``prefix + FIELD`` (``queue_size`` of the relay
+    from ``RELAY_QUEUE_SIZE``), but for the fields ``worked_out`` gives."""
+    values = {
+        field.name: r[prefix + field.name.upper()]
+        for field in fields(kind)  # type: ignore[arg-type]
+        if field.name not in worked_out
+    }
+    return kind(**values, **worked_out)
+
+
 def _health(r: ConfigReader) -> HealthConfig:
     interval = r["HEALTH_INTERVAL"]
     poll, ttl = r["HEALTH_POLL"], r["HEALTH_LATEST_TTL"]
-    return HealthConfig(
-        enabled=r["HEALTH_ENABLED"],
-        interval=interval,
-        check_timeout=r["HEALTH_CHECK_TIMEOUT"],
+    return _section(
+        HealthConfig,
+        r,
+        "HEALTH_",
         poll=min(interval, 5.0) if poll is None else poll,
-        jitter=r["HEALTH_JITTER"],
         latest_ttl=3 * interval if ttl is None else ttl,
-        endpoint=r["HEALTH_ENDPOINT"],
-        liveness_endpoint=r["LIVENESS_ENDPOINT"],
-        readiness_endpoint=r["READINESS_ENDPOINT"],
-        readiness_checks=r["READINESS_CHECKS"],
-        liveness_stall=r["LIVENESS_STALL"],
-        drain_on_sigterm=r["DRAIN_ON_SIGTERM"],
+        **{name: r[name.upper()] for name in _PROBE_FIELDS},
     )
+
+
+#: The probes' keys are not prefixed HEALTH_, but their settings are the health plane's.
+_PROBE_FIELDS = (
+    "liveness_endpoint",
+    "readiness_endpoint",
+    "readiness_checks",
+    "liveness_stall",
+    "drain_on_sigterm",
+)
 
 
 def _errorlog(r: ConfigReader) -> ErrorLogConfig | None:
     url = r["DATABASE_URI"]
     if url is None or not r["DATABASE_ENABLED"]:
         return None
-    return ErrorLogConfig(
-        url=url,
-        min_severity=r["DATABASE_MIN_SEVERITY"],
-        buffer_size=r["DATABASE_BUFFER_SIZE"],
-        batch_size=r["DATABASE_BATCH_SIZE"],
-        timeout=r["DATABASE_TIMEOUT"],
-        retry_max_delay=r["DATABASE_RETRY_MAX_DELAY"],
-    )
+    return _section(ErrorLogConfig, r, "DATABASE_", url=url)
 
 
 def load_config(
@@ -323,57 +333,18 @@ def load_config(
     """Build and validate the configuration of one app (raises :class:`ConfigurationError`)."""
     r = ConfigReader(config, environ)
     enabled = r["ENABLED"]
-    return MonitorConfig(
-        enabled=enabled,
+    return _section(
+        MonitorConfig,
+        r,
         redis_url=_redis_url(r),
-        errors_enabled=r["ERRORS_ENABLED"],
-        health_interval=r["HEALTH_INTERVAL"],
         component=r["COMPONENT"] or import_name,
-        source=r["SOURCE"],
-        instance_id=r["INSTANCE_ID"],
-        channel_errors=r["CHANNEL_ERRORS"],
-        channel_monitoring=r["CHANNEL_MONITORING"],
-        channel_invalidation=r["CHANNEL_INVALIDATION"],
-        queue_size=r["QUEUE_SIZE"],
-        batch_size=r["BATCH_SIZE"],
-        publish_linger=r["PUBLISH_LINGER"],
-        socket_timeout=r["SOCKET_TIMEOUT"],
-        exit_flush_timeout=r["EXIT_FLUSH_TIMEOUT"],
-        capture_logging=r["CAPTURE_LOGGING"],
-        log_level=r["LOG_LEVEL"],
         ignore_loggers=DEFAULT_IGNORE_LOGGERS + r["IGNORE_LOGGERS"],
-        capture_5xx=r["CAPTURE_5XX"],
-        include_query=r["INCLUDE_QUERY"],
-        include_headers=r["INCLUDE_HEADERS"],
-        include_client_ip=r["INCLUDE_CLIENT_IP"],
-        scrub_keys=r["SCRUB_KEYS"],
-        scrub_headers=r["SCRUB_HEADERS"],
-        throttle_window=r["THROTTLE_WINDOW"],
-        throttle_limit=r["THROTTLE_LIMIT"],
-        max_message_chars=r["MAX_MESSAGE_CHARS"],
-        max_traceback_chars=r["MAX_TRACEBACK_CHARS"],
-        max_context_bytes=r["MAX_CONTEXT_BYTES"],
-        max_context_depth=r["MAX_CONTEXT_DEPTH"],
-        max_context_items=r["MAX_CONTEXT_ITEMS"],
         # The relay is made even when monitoring is off: caches still register.
-        relay=RelayConfig(
-            enabled=r["RELAY_ENABLED"],
-            queue_size=r["RELAY_QUEUE_SIZE"],
-            max_message_bytes=r["RELAY_MAX_MESSAGE_BYTES"],
-            max_keys=r["RELAY_MAX_KEYS"],
-            clear_on_reconnect=r["RELAY_CLEAR_ON_RECONNECT"],
-        ),
-        socketio=SocketConfig(
-            enabled=r["SOCKETIO_ENABLED"],
-            namespace=r["SOCKETIO_NAMESPACE"],
-            monitor_namespace=r["SOCKETIO_MONITOR_NAMESPACE"],
-            relay_monitoring=r["SOCKETIO_RELAY_MONITORING"],
-        ),
+        relay=_section(RelayConfig, r, "RELAY_"),
+        socketio=_section(SocketConfig, r, "SOCKETIO_"),
         health=_health(r) if enabled else None,
-        dashboard=(
-            DashboardConfig(r["DASHBOARD_URL_PREFIX"], r["DASHBOARD_AUTH"])
-            if enabled and r["DASHBOARD"]
-            else None
-        ),
+        dashboard=_section(DashboardConfig, r, "DASHBOARD_")
+        if enabled and r["DASHBOARD"]
+        else None,
         errorlog=_errorlog(r) if enabled else None,
     )
