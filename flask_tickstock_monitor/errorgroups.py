@@ -184,7 +184,9 @@ def upsert_groups(conn: Connection, dialect_name: str, events: Iterable[Mapping[
     # A row whose count is this batch's alone was inserted by it: a key never seen before.
     new_releases = {
         fingerprint
-        for fingerprint, dimension, key, total in conn.execute(stmt, count_rows)
+        for fingerprint, dimension, key, total in (
+            conn.execute(stmt, count_rows) if count_rows else ()
+        )
         if dimension == "release" and total == batch[fingerprint, dimension, key]
     }
     for row in group_rows:  # one statement each, in fingerprint order (see fold)
@@ -254,9 +256,13 @@ def insert_with_groups(
         .returning(error_logs.c.error_id)
     )
     inserted = {error_id for (error_id,) in conn.execute(stmt, list(rows))}
-    fresh = [e for e, r in zip(events, rows, strict=True) if r["error_id"] in inserted]
+    fresh = []
+    for event, row in zip(events, rows, strict=True):
+        if row["error_id"] in inserted:
+            inserted.discard(row["error_id"])  # an id twice in the batch: one row, one count
+            fresh.append(event)
     upsert_groups(conn, dialect_name, fresh)
-    return len(inserted)
+    return len(fresh)
 
 
 # --- status --------------------------------------------------------------------------------------

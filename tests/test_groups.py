@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+from groupshape import SHAPE_KEYS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,25 +23,6 @@ from flask_tickstock_monitor.groups import (
 )
 
 T0 = 1_764_879_960.0  # a minute boundary (divisible by 60)
-SHAPE_KEYS = {
-    "fingerprint",
-    "message",
-    "error_type",
-    "count",
-    "first_seen",
-    "last_seen",
-    "severities",
-    "components",
-    "instances",
-    "releases",
-    "environments",
-    "series",
-    "series_start",
-    "status",
-    "new",
-    "regression",
-    "last_event",
-}
 
 
 class Clock:
