@@ -26,17 +26,8 @@ from sqlalchemy.engine import Connection, Engine
 from .errorlog import LIMITS, UTCDateTime, error_logs, metadata
 from .events import truncate
 from .fingerprint import event_fingerprint
-from .groups import (
-    DIMENSIONS,
-    MAX_KEY_CHARS,
-    MINUTES,
-    NEW_FOR,
-    SERIES_BY,
-    SORTS,
-    STATUSES,
-    keys_of,
-    top_counts,
-)
+from .groups import NEW_FOR, SORTS, STATUSES
+from .tallies import DIMENSIONS, MAX_KEY_CHARS, MINUTES, SERIES_BY, keys_of, top_counts
 
 #: ``error_group_counts.dimension`` values, in the order of :data:`groups.DIMENSIONS`.
 COUNTED_BY = SERIES_BY
@@ -122,17 +113,11 @@ def fold(events: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], lis
             "last_component": _clip(event.get("component"), LIMITS["component"]),
             "last_error_id": _clip(event.get("error_id"), LIMITS["error_id"]),
         }
-        group = groups.get(fingerprint)
-        if group is None:
-            group = groups[fingerprint] = {
-                "fingerprint": fingerprint,
-                "count": 0,
-                "first_seen": seen,
-                "last_seen": seen,
-                "first_release": keys[3],
-                **last,
-            }
-        elif seen >= group["last_seen"]:
+        group = groups.setdefault(
+            fingerprint,
+            {"fingerprint": fingerprint, "count": 0, "first_seen": seen, "first_release": keys[3]},
+        )
+        if not group["count"] or seen >= group["last_seen"]:
             group.update(last, last_seen=seen)
         if seen < group["first_seen"]:
             group.update(first_seen=seen, first_release=keys[3] or group["first_release"])

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from flask_tickstock_monitor import events
 from flask_tickstock_monitor.fingerprint import message_fingerprint
-from flask_tickstock_monitor.groups import (
+from flask_tickstock_monitor.groups import GroupBook
+from flask_tickstock_monitor.tallies import (
     DIMENSIONS,
     MAX_KEY_CHARS,
     MINUTES,
     OTHER,
     BoundedCounter,
-    GroupBook,
     bounded_event,
 )
 
