@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from flask_tickstock_monitor import errorgroups, errorlog, events
+from flask_tickstock_monitor import errordb, errorgroups, events, tracebacks
 from flask_tickstock_monitor.fingerprint import (
     _chain_fingerprint,
     exception_fingerprint,
@@ -42,7 +42,7 @@ def _app_module(directory: str, frames: int) -> Any:
     return __import__(name)
 
 
-def _exception_data(module: Any, chained: bool = False) -> events.ExceptionData:
+def _exception_data(module: Any, chained: bool = False) -> tracebacks.ExceptionData:
     try:
         try:
             module.frame_0()
@@ -51,7 +51,7 @@ def _exception_data(module: Any, chained: bool = False) -> events.ExceptionData:
                 raise RuntimeError("wrapped") from exc
             raise
     except Exception as exc:
-        return events.extract_exception(exc)
+        return tracebacks.extract_exception(exc)
     raise AssertionError("did not raise")
 
 
@@ -93,7 +93,7 @@ def run() -> dict[str, Any]:
                     lambda data=data: _chain_fingerprint(data), 20_000
                 )
                 result[f"format_{frames}_us"] = _per_call_us(
-                    lambda data=data: events.format_traceback(data, 32_768), 20_000
+                    lambda data=data: tracebacks.format_traceback(data, 32_768), 20_000
                 )
             chained = _exception_data(_app_module(directory, 10), chained=True)
             exception_fingerprint(chained)
@@ -130,7 +130,7 @@ def run() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as directory:
         engine = create_engine(f"sqlite:///{directory}/bench.db")
-        errorlog.create_table(engine)
+        errordb.create_table(engine)
         errorgroups.create_group_tables(engine)
         batch = [_event(f"{i % 10:016x}") for i in range(100)]
         started = time.perf_counter()

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     Column,
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 
 from . import events
+from .tallies import MAX_KEY_CHARS
 
 SEVERITY_ORDER = {severity: rank for rank, severity in enumerate(events.SEVERITIES)}
 #: Column widths of TickStockAppV2's schema; longer values are truncated to fit.
@@ -152,3 +154,38 @@ def prune(engine: Engine, older_than: timedelta) -> int:
     with engine.begin() as conn:
         result = conn.execute(delete(error_logs).where(error_logs.c.created_at < cutoff))
         return int(result.rowcount)
+
+
+# --- error groups (errorgroups.py counts into them) -----------------------------------------------
+
+error_groups = sa.Table(
+    "error_groups",
+    metadata,
+    sa.Column("fingerprint", sa.String(32), primary_key=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("error_type", sa.String(255)),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("first_release", sa.String(MAX_KEY_CHARS)),
+    sa.Column("last_release", sa.String(MAX_KEY_CHARS)),
+    sa.Column("last_environment", sa.String(MAX_KEY_CHARS)),
+    sa.Column("last_severity", sa.String(LIMITS["severity"])),
+    sa.Column("last_component", sa.String(LIMITS["component"])),
+    sa.Column("last_error_id", sa.String(LIMITS["error_id"])),
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+    sa.Column("regression", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("resolved_at", UTCDateTime),
+    sa.Column("regressed_at", UTCDateTime),
+)
+sa.Index("idx_error_groups_last_seen", error_groups.c.last_seen.desc())
+
+error_group_counts = sa.Table(
+    "error_group_counts",
+    metadata,
+    sa.Column("fingerprint", sa.String(32), primary_key=True),
+    sa.Column("dimension", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(MAX_KEY_CHARS), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+)

@@ -23,49 +23,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from .errorlog import LIMITS, UTCDateTime, error_logs, metadata
+from .errordb import LIMITS, error_group_counts, error_groups, error_logs, metadata
 from .events import truncate
 from .fingerprint import event_fingerprint
 from .groups import NEW_FOR, SORTS, STATUSES
-from .tallies import DIMENSIONS, MAX_KEY_CHARS, MINUTES, SERIES_BY, keys_of, top_counts
+from .tallies import DIMENSIONS, MINUTES, SERIES_BY, keys_of, top_counts
 
 #: ``error_group_counts.dimension`` values, in the order of :data:`groups.DIMENSIONS`.
 COUNTED_BY = SERIES_BY
 MAX_MESSAGE_CHARS = 4_096
 #: Entries shown per breakdown (the rest folded into ``"_other"``), as the GroupBook's default.
 TOP = 20
-
-error_groups = sa.Table(
-    "error_groups",
-    metadata,
-    sa.Column("fingerprint", sa.String(32), primary_key=True),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("error_type", sa.String(255)),
-    sa.Column("count", sa.BigInteger, nullable=False),
-    sa.Column("first_seen", UTCDateTime, nullable=False),
-    sa.Column("last_seen", UTCDateTime, nullable=False),
-    sa.Column("first_release", sa.String(MAX_KEY_CHARS)),
-    sa.Column("last_release", sa.String(MAX_KEY_CHARS)),
-    sa.Column("last_environment", sa.String(MAX_KEY_CHARS)),
-    sa.Column("last_severity", sa.String(LIMITS["severity"])),
-    sa.Column("last_component", sa.String(LIMITS["component"])),
-    sa.Column("last_error_id", sa.String(LIMITS["error_id"])),
-    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
-    sa.Column("regression", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("resolved_at", UTCDateTime),
-    sa.Column("regressed_at", UTCDateTime),
-)
-sa.Index("idx_error_groups_last_seen", error_groups.c.last_seen.desc())
-
-error_group_counts = sa.Table(
-    "error_group_counts",
-    metadata,
-    sa.Column("fingerprint", sa.String(32), primary_key=True),
-    sa.Column("dimension", sa.String(16), primary_key=True),
-    sa.Column("key", sa.String(MAX_KEY_CHARS), primary_key=True),
-    sa.Column("count", sa.BigInteger, nullable=False),
-    sa.Column("last_seen", UTCDateTime, nullable=False),
-)
 
 
 def create_group_tables(engine: Engine) -> None:

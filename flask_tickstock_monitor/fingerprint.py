@@ -25,7 +25,7 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .events import ExceptionData
+from .tracebacks import ExceptionData
 
 #: Packages whose frames are never the app's, wherever they are installed (an editable install
 #: of a framework is not under site-packages).
@@ -187,7 +187,7 @@ MAX_CHAINS = 4096
 
 
 def exception_fingerprint(exc_data: ExceptionData) -> str:
-    """The fingerprint of an exception chain (see :func:`events.extract_exception`).
+    """The fingerprint of an exception chain (see :func:`.tracebacks.extract_exception`).
 
     Per exception, oldest first: its qualified type and the module:function of each of the
     app's frames (a run of the same frame, as in recursion, once). When an exception has no

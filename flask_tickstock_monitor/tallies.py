@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import events
+from .scrub import Scrubber
 
 #: Dimensions an event is counted by, per group: the name in a group dict -> how to read it.
 DIMENSIONS = ("severities", "components", "instances", "releases", "environments")
@@ -161,7 +162,7 @@ def bounded_event(event: Mapping[str, Any], max_bytes: int) -> dict[str, Any]:
         elif kind is dict or kind is list:
             size = len(events.dumps(value))
             if size > budget // 2:
-                value = events.Scrubber(max_bytes=max(256, budget // 2)).scrub(value)
+                value = Scrubber(max_bytes=max(256, budget // 2)).scrub(value)
                 size = len(events.dumps(value))
             budget -= size + len(key)
         elif not (kind is int or kind is float or kind is bool or value is None):

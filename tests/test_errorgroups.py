@@ -13,7 +13,7 @@ from groupshape import SHAPE_KEYS
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
-from flask_tickstock_monitor import errorgroups, errorlog
+from flask_tickstock_monitor import errordb, errorgroups
 from flask_tickstock_monitor.errorgroups import (
     error_group_counts,
     error_groups,
@@ -63,7 +63,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = engine_for(database_url)
-    errorlog.create_table(engine)
+    errordb.create_table(engine)
     errorgroups.create_group_tables(engine)
     yield engine
     engine.dispose()
@@ -71,7 +71,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 def store(engine: Engine, events: list[dict[str, Any]]) -> int:
     """What the error log's writer does with a batch: rows and groups in one transaction."""
-    rows = [errorlog.row_for(event, "TickStockAppV2") for event in events]
+    rows = [errordb.row_for(event, "TickStockAppV2") for event in events]
     with engine.begin() as conn:
         return insert_with_groups(conn, engine.dialect.name, rows, events)
 
@@ -137,7 +137,7 @@ def test_a_batch_stored_twice_is_counted_once(engine: Engine) -> None:
     assert store(engine, [twice, twice]) == 1  # one id twice in a batch: one row
     assert get_group(engine, FP_A)["count"] == 8  # type: ignore[index]
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(errorlog.error_logs)).scalar() == 8
+        assert conn.execute(select(func.count()).select_from(errordb.error_logs)).scalar() == 8
 
 
 def test_an_event_without_a_fingerprint_gets_its_message_one(engine: Engine) -> None:
@@ -214,7 +214,7 @@ def test_writers_in_four_processes_are_counted_exactly(engine: Engine, database_
         assert sum(group["releases"].values()) == group["count"]
         assert sum(group["series"]) == group["count"]  # all stored within the hour
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(errorlog.error_logs)).scalar() == 2000
+        assert conn.execute(select(func.count()).select_from(errordb.error_logs)).scalar() == 2000
 
 
 # --- status and regressions ----------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_prune_groups(engine: Engine) -> None:
 
 def test_the_error_logs_table_is_unchanged() -> None:
     # TickStockAppV2 shares it: the groups live in tables of their own
-    assert [c.name for c in errorlog.error_logs.columns] == [
+    assert [c.name for c in errordb.error_logs.columns] == [
         "id",
         "error_id",
         "source",
@@ -341,4 +341,4 @@ def test_the_error_logs_table_is_unchanged() -> None:
         "timestamp",
         "created_at",
     ]
-    assert error_groups.metadata is errorlog.metadata
+    assert error_groups.metadata is errordb.metadata

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_tickstock_monitor import events, fingerprint
+from flask_tickstock_monitor import fingerprint, tracebacks
 from flask_tickstock_monitor.fingerprint import (
     _frames,
     custom_fingerprint,
@@ -31,12 +31,12 @@ from flask_tickstock_monitor.fingerprint import (
 HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
-def caught(func: Callable[..., Any], *args: Any) -> events.ExceptionData:
+def caught(func: Callable[..., Any], *args: Any) -> tracebacks.ExceptionData:
     """What the capture hands the publisher for the exception ``func(*args)`` raises."""
     try:
         func(*args)
     except Exception as exc:
-        return events.extract_exception(exc)
+        return tracebacks.extract_exception(exc)
     raise AssertionError("did not raise")
 
 
@@ -94,7 +94,7 @@ SHOP = {
 
 RUNNER = """
 import json, sys
-from flask_tickstock_monitor import events, fingerprint
+from flask_tickstock_monitor import fingerprint, tracebacks
 from flask_tickstock_monitor.fingerprint import exception_fingerprint
 from shop import views
 
@@ -102,7 +102,7 @@ def fp(func, *args):
     try:
         func(*args)
     except Exception as exc:
-        return exception_fingerprint(events.extract_exception(exc))
+        return exception_fingerprint(tracebacks.extract_exception(exc))
 
 print(json.dumps({
     "checkout": fp(views.checkout, 0),
@@ -273,13 +273,13 @@ def test_without_an_app_frame_the_innermost_frames_name_it(
     (site / "worker" / "__init__.py").write_text(
         textwrap.dedent(
             """
-            from flask_tickstock_monitor import events, fingerprint
+            from flask_tickstock_monitor import fingerprint, tracebacks
 
             def run(job):
                 try:
                     job()
                 except Exception as exc:
-                    return events.extract_exception(exc)
+                    return tracebacks.extract_exception(exc)
 
             def job_a():
                 raise OSError("gone")
@@ -326,7 +326,7 @@ def test_flask_and_werkzeug_frames_are_ignored() -> None:
     assert len(through_flask[0][2]) > len(direct[0][2]) + 10  # werkzeug's and flask's frames
     assert exception_fingerprint(through_flask) == exception_fingerprint(direct)
     assert not _frames.label(Flask.wsgi_app.__code__)[1]
-    assert not _frames.label(events.extract_exception.__code__)[1]  # our own package
+    assert not _frames.label(tracebacks.extract_exception.__code__)[1]  # our own package
 
 
 def test_recursion_depth_does_not_change_it() -> None:
@@ -340,7 +340,7 @@ def test_recursion_depth_does_not_change_it() -> None:
 
 def test_an_exception_never_raised_is_named_by_type_and_message() -> None:
     def data(exc: BaseException) -> str:
-        return exception_fingerprint(events.extract_exception(exc))
+        return exception_fingerprint(tracebacks.extract_exception(exc))
 
     assert data(ValueError("order 1 rejected")) == data(ValueError("order 2 rejected"))
     assert data(ValueError("order 1 rejected")) != data(ValueError("order 1 accepted"))
