@@ -131,6 +131,8 @@ class ClusterCollector(Collector):
         self._pattern = latest_key(re.sub(r"([*?\[\]\\])", r"\\\1", channel), "*")
         self._prefix = latest_key(channel, "")
         self._last_logged: dict[str, float] = {}
+        #: whether the last scrape could read Redis (``None`` before the first)
+        self.readable: bool | None = None
 
     def describe(self) -> Iterable[Metric]:
         return ()  # a scrape reads Redis; registering must not
@@ -164,6 +166,7 @@ class ClusterCollector(Collector):
         except Exception as exc:  # Redis down: the scrape still answers, and says so
             self._log_limited("beats", "cannot read the latest beats: %s", exc)
             beats, invalid, readable = [], 0, False
+        self.readable = readable
         out.gauge("cluster_up", "Whether the latest beats could be read from Redis.", readable)
         now = self.clock()
         infos = InfoMetricFamily(
@@ -174,7 +177,7 @@ class ClusterCollector(Collector):
         out.gauge("cluster_expired_instances", "Beats left out: offline past the TTL.", left_out)
         if self.groups is not None:
             try:
-                export_groups(out, self.groups(), self.max_groups)
+                export_groups(out, self.groups(), self.max_groups, now)
             except Exception as exc:
                 self._log_limited("groups", "cannot read the error groups: %s", exc)
         yield from out
@@ -235,7 +238,9 @@ class ClusterCollector(Collector):
             log.warning(message, *args)
 
 
-def export_groups(out: Families, groups: Sequence[Mapping[str, Any]], limit: int) -> None:
+def export_groups(
+    out: Families, groups: Sequence[Mapping[str, Any]], limit: int, now: float
+) -> None:
     """The ``limit`` error groups last seen, with their counts per severity."""
     out.gauge("error_groups", "Error groups known to the view.", len(groups))
     ordered = sorted(groups, key=lambda g: g.get("last_seen") or 0, reverse=True)
@@ -245,11 +250,11 @@ def export_groups(out: Families, groups: Sequence[Mapping[str, Any]], limit: int
         for severity, count in (group.get("severities") or {}).items():
             one.counter("error_group_events_total", "Events of a group, by severity.", count,
                         severity=str(severity))  # fmt: skip
-        series = group.get("series")
-        if isinstance(series, list) and all(is_number(n) for n in series):
-            # series[-1] is the current minute: with the four before it, the last 5 minutes
-            one.gauge("error_group_events_last_5m", "A group's events in the last 5 minutes.",
-                      sum(series[-5:]))  # fmt: skip
+        recent = events_last_5m(group, now)
+        if recent is not None:
+            one.gauge(
+                "error_group_events_last_5m", "A group's events in the last 5 minutes.", recent
+            )
         for key in ("first_seen", "last_seen"):
             one.gauge(f"error_group_{key}_timestamp_seconds", f"The group's {key}.",
                       group.get(key))  # fmt: skip
@@ -259,6 +264,19 @@ def export_groups(out: Families, groups: Sequence[Mapping[str, Any]], limit: int
         for status in GROUP_STATUSES:
             one.gauge("error_group_status", "1 for the group's status.",
                       group.get("status") == status, status=status)  # fmt: skip
+
+
+def events_last_5m(group: Mapping[str, Any], now: float) -> float | None:
+    """The events of the minute ``now`` is in and the four before, from the group's per-minute
+    ``series`` (a source that did not roll it since it was last seen has no entry for now)."""
+    series = group.get("series")
+    if not isinstance(series, list) or not all(is_number(n) for n in series):
+        return None
+    start = group.get("series_start")
+    if not is_number(start):  # no anchor: series[-1] is the current minute (SHAPES.md)
+        return float(sum(series[-5:]))
+    current = int((now - start) // 60)
+    return float(sum(series[max(0, current - 4) : max(0, current + 1)]))
 
 
 def identity_block(beat: Mapping[str, Any]) -> Mapping[str, Any]:
