@@ -117,14 +117,17 @@ _SCALARS: tuple[tuple[str | None, str, str, str, str, float], ...] = (
     ("dashboard", "errors_received", C, "subscriber_errors_received_total",
      "Error events the dashboard's subscriber received.", 1),
 )  # fmt: skip
-#: (section, key, name, label, help): a dict of counts, one sample per key
-_BY_LABEL: tuple[tuple[str | None, str, str, str, str], ...] = (
-    (None, "dropped", "events_dropped_total", "reason", "Messages dropped, by reason."),
-    ("relay", "rejected", "relay_rejected_total", "reason", "Invalidations rejected, by reason."),
-    ("relay", "cache_errors", "relay_cache_errors_total", "cache", "Failed cache invalidations."),
-    ("errorlog", "dropped", "errorlog_dropped_total", "reason", "Errors not written, by reason."),
-    ("dashboard", "rejected", "subscriber_rejected_total", "reason", "Messages rejected."),
-)
+#: (section, key, name, label, help, known): a dict of counts, one sample per key; the ``known``
+#: keys are exported as 0 before they happen, so ``increase()`` sees the first one
+_BY_LABEL: tuple[tuple[str | None, str, str, str, str, tuple[str, ...]], ...] = (
+    (None, "dropped", "events_dropped_total", "reason", "Messages dropped, by reason.",
+     ("queue_full", "publish_failed", "throttled", "format_error", "shutdown")),
+    ("relay", "rejected", "relay_rejected_total", "reason", "Invalidations rejected.", ()),
+    ("relay", "cache_errors", "relay_cache_errors_total", "cache", "Failed invalidations.", ()),
+    ("errorlog", "dropped", "errorlog_dropped_total", "reason", "Errors not written, by reason.",
+     ("buffer_full", "rejected", "format_error", "shutdown")),
+    ("dashboard", "rejected", "subscriber_rejected_total", "reason", "Messages rejected.", ()),
+)  # fmt: skip
 
 
 class ProcessCollector(Collector):
@@ -157,8 +160,12 @@ class ProcessCollector(Collector):
             value = _section(stats, section).get(key)
             if is_number(value):
                 out._add(_KINDS[kind], name, doc, float(value) * scale, {})
-        for section, key, name, label, doc in _BY_LABEL:
-            for item, count in (_section(stats, section).get(key) or {}).items():
+        for section, key, name, label, doc, known in _BY_LABEL:
+            found = _section(stats, section)
+            if section is not None and not found:
+                continue  # no such plane in this app
+            counts = {item: 0 for item in known} | dict(found.get(key) or {})
+            for item, count in counts.items():
                 out.counter(name, doc, count, **{label: str(item)})
         socketio = _section(stats, "relay").get("socketio") or {}
         for key in ("emitted", "failed"):
