@@ -235,7 +235,8 @@ class WebhookNotifier:
                 return error, None
             return error, _retry_after(exc.headers.get("Retry-After"))
         except (OSError, ValueError) as exc:  # refused, reset, timed out, unresolvable
-            return f"{type(exc).__name__}: {exc}", 0.0
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            return f"{type(reason).__name__}: {reason}", 0.0
 
     def _failed(self, message: str, exc_info: bool = False) -> None:
         with self._counter_lock:
