@@ -12,6 +12,7 @@ Per-instance gauges are labelled ``instance_id``, ``component``, ``release``, ``
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -69,6 +70,7 @@ _RESERVED = {
 _NOT_NAME = re.compile(r"[^a-z0-9_]+")
 
 
+@functools.lru_cache(maxsize=4096)
 def instance_metric_name(name: str) -> tuple[str, float] | None:
     """The gauge of a beat's metric (after ``tickstock_instance_``) and its scale factor.
 

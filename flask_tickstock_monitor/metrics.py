@@ -13,14 +13,17 @@ prometheus_client's global one, so two apps in one process never collide.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
 try:
-    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.exposition import choose_encoder, generate_latest
     from prometheus_client.metrics_core import (
         CounterMetricFamily,
         GaugeMetricFamily,
@@ -28,6 +31,7 @@ try:
         Metric,
     )
     from prometheus_client.registry import Collector, CollectorRegistry
+    from prometheus_client.samples import Sample
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "Prometheus metrics need prometheus_client:"
@@ -45,21 +49,33 @@ Stats = Callable[[], Mapping[str, Any]]
 Snapshot = Callable[[], Mapping[str, Any] | None]
 
 
+class Labels(dict[str, str]):
+    """A sample's labels that carry their text-format rendering (``k="v",…``, no braces), made
+    once per scope and extended per sample, so :func:`text_format` need not make it again."""
+
+    __slots__ = ("text",)
+
+    text: str
+
+
 class Families:
     """Metric families by name, made on first use, yielded in the order they were made.
 
     Every sample added through one ``Families`` carries its base ``labels``; :meth:`scoped`
-    gives another set of base labels over the same families.
+    gives another set of base labels over the same families. Samples are appended directly,
+    sharing one labels dict per scope (prometheus_client's ``add_metric`` makes one each).
     """
 
     def __init__(self, labels: Sequence[str] = (), values: Sequence[str] = ()) -> None:
-        self._made: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
-        self.labels = tuple(labels)
-        self.values = tuple(values)
+        self._made: dict[str, tuple[CounterMetricFamily | GaugeMetricFamily, str]] = {}
+        self.base = Labels(zip(labels, values, strict=True))
+        self.base.text = _pairs(self.base.items())
+        self._extras: dict[tuple[tuple[str, str], ...], str] = {}  # the same few, repeated
 
     def scoped(self, labels: Sequence[str], values: Sequence[str]) -> Families:
         scoped = Families(labels, values)
         scoped._made = self._made
+        scoped._extras = self._extras
         return scoped
 
     def gauge(self, name: str, doc: str, value: Any, **extra: str) -> None:
@@ -72,14 +88,23 @@ class Families:
         """One sample; ``None`` (or not a finite number) is left out, a bool is 0/1."""
         if not is_number(value):
             return
-        family = self._made.get(name)
-        if family is None:
-            labels = [*self.labels, *extra]
-            family = self._made[name] = kind(PREFIX + name, doc, labels=labels)
-        family.add_metric([*self.values, *extra.values()], float(value))
+        made = self._made.get(name)
+        if made is None:
+            family = kind(PREFIX + name, doc, labels=[*self.base, *extra])
+            made = self._made[name] = (family, PREFIX + name)  # a counter's ends in _total
+        labels = self.base
+        if extra:
+            labels = Labels(self.base)
+            labels.update(extra)
+            key = tuple(extra.items())
+            more = self._extras.get(key)
+            if more is None:
+                more = self._extras[key] = _pairs(key)
+            labels.text = f"{self.base.text},{more}" if self.base.text else more
+        made[0].samples.append(Sample(made[1], labels, float(value)))
 
     def __iter__(self) -> Iterator[Metric]:
-        return iter(self._made.values())
+        return (family for family, _ in self._made.values())
 
 
 # --- one process -------------------------------------------------------------------------------
@@ -242,7 +267,91 @@ def new_registry(*collectors: Collector) -> CollectorRegistry:
 def render(registry: Collector, accept: str | None = None) -> tuple[bytes, str]:
     """The exposition of ``registry`` and its content type; OpenMetrics when ``accept`` asks."""
     encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    with collections_paused():
+        if content_type.startswith("text/plain"):
+            return text_format(registry), content_type
+        return encoder(registry), content_type
+
+
+_gc_lock = threading.Lock()
+_gc_paused_by = 0  # scrapes running now
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def collections_paused() -> Iterator[None]:
+    """No garbage collection while a scrape runs.
+
+    A scrape of 200 instances makes some 60 000 short-lived objects, all freed by reference
+    counting when it returns; left on, the collector counts them and runs full collections of
+    the host's whole heap (16 ms each in the bench, one scrape in eight: the p95 doubled).
+    """
+    global _gc_paused_by, _gc_was_enabled
+    with _gc_lock:
+        if _gc_paused_by == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_paused_by += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_paused_by -= 1
+            if _gc_paused_by == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+#: the types :func:`text_format` writes itself, and their name in the text format
+_TEXT_TYPES = {"counter": "counter", "gauge": "gauge", "info": "gauge", "unknown": "untyped"}
+
+
+def text_format(registry: Collector) -> bytes:
+    """The Prometheus text format (0.0.4) of ``registry``, as ``generate_latest`` writes it.
+
+    The samples :class:`Families` makes carry their labels' text (:class:`Labels`); the label
+    sets of others are written once each.
+    A registry with other types (histograms, summaries) is left to ``generate_latest``.
+    """
+    families = list(registry.collect())
+    if any(f.type not in _TEXT_TYPES for f in families):
+        return generate_latest(registry)
+    out: list[str] = []
+    written: dict[tuple[tuple[str, str], ...], str] = {}
+    for family in families:
+        name = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")
+        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {_TEXT_TYPES[family.type]}\n")
+        for sample in family.samples:
+            if sample.timestamp is not None or sample.name.endswith("_created"):
+                return generate_latest(registry)
+            text = getattr(sample.labels, "text", None)
+            if text is None:  # another collector's sample
+                key = tuple(sample.labels.items())
+                text = written.get(key)
+                if text is None:
+                    text = written[key] = _pairs(sorted(sample.labels.items()))
+            labels = "{" + text + "}" if text else ""
+            out.append(f"{sample.name}{labels} {_value_text(sample.value)}\n")
+    return "".join(out).encode()
+
+
+def _pairs(items: Iterable[tuple[str, str]]) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in items)
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format quotes it: backslash, double quote, newline escaped."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _value_text(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
 
 
 def metrics_view(
@@ -261,7 +370,7 @@ def metrics_view(
             return Response("collecting the metrics failed\n", 500, mimetype="text/plain")
         response = Response(body, content_type=content_type)
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            # level 1: a scrape of 200 instances compresses in 2 ms, not the default level's 15
+            # level 1: 200 instances' scrape compresses in 1 ms, the default level's in 7 (bench)
             response.set_data(gzip.compress(body, compresslevel=1))
             response.headers["Content-Encoding"] = "gzip"
         response.headers["Cache-Control"] = "no-store"

@@ -444,3 +444,61 @@ def test_the_command_prints_the_cluster_view(make_app, redis_server, beaters, tm
     assert result.exit_code == 1
     assert value(parse(result.stdout), "tickstock_cluster_up") == 0
     assert "could not be read from Redis" in result.output
+
+
+# --- the text format ---------------------------------------------------------------------------
+
+
+def test_the_text_format_reads_back_as_generate_latests(redis_server):
+    from prometheus_client import Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    client = redis_server.client()
+    odd = 'a "quoted" back\\slash\nnewline'
+    now = time.time()
+    beat = {
+        "type": "health_check", "component": odd, "status": "healthy", "timestamp": now,
+        "release": "1.0", "instance": {"id": "w-1", "host": "h", "pid": 1, "uptime_s": 1e9},
+        "metrics": {"huge": 1.5e300, "tiny": 1e-300, "negative": -3},
+    }  # fmt: skip
+    client.set(latest_key("w-1"), json.dumps(beat), px=60_000)
+    registry = new_registry(
+        cluster(redis_server, clock=lambda: now + 1),  # the same ages in both
+        ProcessCollector(lambda: {"instance_id": odd, "published": 2}),
+    )
+    counter = Counter("other_requests", "Another collector's counter.", ["path"], registry=registry)
+    counter.labels(path="/x").inc()
+    ours, theirs = render(registry)[0], generate_latest(registry)
+
+    def comparable(text: bytes) -> dict[tuple[str, frozenset], float]:
+        return {
+            (name, frozenset(labels.items())): v
+            for name, samples in parse(text).items()
+            for labels, v in samples
+            if name != "tickstock_cluster_scrape_duration_seconds"
+        }
+
+    assert comparable(ours) == comparable(theirs)
+    assert value(parse(ours), "tickstock_instance_up", component=odd) == 1
+    assert value(parse(ours), "tickstock_instance_huge", instance_id="w-1") == 1.5e300
+    # a type it does not write itself: prometheus_client writes the whole scrape
+    Histogram("other_seconds", "A histogram.", registry=registry).observe(0.1)
+    assert comparable(render(registry)[0]) == comparable(generate_latest(registry))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_scrape_pauses_garbage_collection_and_restores_it(redis_server, enabled):
+    import gc
+
+    seen: list[bool] = []
+
+    def stats() -> dict[str, Any]:
+        seen.append(gc.isenabled())
+        return {"instance_id": "w-1"}
+
+    (gc.enable if enabled else gc.disable)()
+    try:
+        render(new_registry(ProcessCollector(stats)))
+        assert seen == [False] and gc.isenabled() is enabled
+    finally:
+        gc.enable()

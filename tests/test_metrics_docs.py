@@ -74,6 +74,8 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[bytes]:
         assert wait_for(
             lambda: client.exists("tickstock:monitoring:latest:" + relay.state.instance_id), 5
         )
+        # the publisher notes its round trip just after the batch (with the beat) reached Redis
+        assert wait_for(lambda: monitor.stats(app)["last_latency_ms"] is not None, 5)
         response = app.test_client().get("/metrics")
         assert response.status_code == 200
         yield response.data
