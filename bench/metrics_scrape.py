@@ -122,9 +122,8 @@ def main() -> None:
         f"collect + render: p50 {result['p50_ms']:.3f} ms, p95 {result['p95_ms']:.3f} ms,"
         f" max {result['max_ms']:.3f} ms (target <= 20 ms)"
     )
-    print(
-        f"gzip: level 1 {result['gzip_level1_ms']:.3f} ms, level 9 {result['gzip_level9_ms']:.3f} ms"
-    )
+    level1, level9 = result["gzip_level1_ms"], result["gzip_level9_ms"]
+    print(f"gzip: level 1 {level1:.3f} ms, level 9 {level9:.3f} ms")
 
 
 if __name__ == "__main__":
