@@ -21,9 +21,10 @@ PARTS = {
     "relay": "relay_latency",
     "storm": "storm",
     "instructions": "instructions",
+    "metrics": "metrics_scrape",
 }
-#: run only when asked for (``--only``): minutes under valgrind
-OPT_IN = {"instructions"}
+#: run only when asked for (``--only``): minutes under valgrind; the scrape of 200 instances
+OPT_IN = {"instructions", "metrics"}
 
 
 def load(part: str) -> Any:

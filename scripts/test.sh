@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need redis-server redis-server
 need redis-cli redis-tools
 need chromium chromium  # the dashboard's browser tests (tests/test_dashboard.py)
+need promtool --no-install-recommends prometheus  # checks docs/prometheus-alerts.yml (tests/test_metrics_docs.py)
 # The durable error log's tests create and drop their own database on 127.0.0.1:5432 as user
 # postgres without a password; start the Debian cluster when nothing listens there.
 need psql postgresql

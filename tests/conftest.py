@@ -219,3 +219,24 @@ def cluster_group() -> Iterator[Any]:
 
     with ClusterGroup() as group:
         yield group
+
+
+# --- real monitors in processes of their own (beaters.py) ------------------------------------
+
+
+@pytest.fixture
+def beaters(redis_server: RedisServer) -> Iterator[Callable[..., Any]]:
+    """``beaters(name, component=..., interval=..., latest_ttl=...)`` → a running
+    :class:`beaters.Beater` on this test's redis-server; every one is killed after the test."""
+    from beaters import Beater
+
+    made: list[Beater] = []
+
+    def start(name: str, **options: Any) -> Beater:
+        beater = Beater(redis_server.url, name, **options)
+        made.append(beater)
+        return beater
+
+    yield start
+    for beater in made:
+        beater.kill()

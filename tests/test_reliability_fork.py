@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -16,10 +14,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from servers import free_port
+from gunicornutil import gunicorn as start_gunicorn
 
 ERRORS, MONITORING = "tickstock:errors", "tickstock:monitoring"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
@@ -88,45 +85,8 @@ WSGI = textwrap.dedent("""
 
 @pytest.fixture
 def gunicorn(redis_server, tmp_path):
-    (tmp_path / "wsgiapp.py").write_text(WSGI)
-    port = free_port()
-    env = {
-        **os.environ,
-        "TEST_REDIS_URL": redis_server.url,
-        "PYTHONPATH": os.pathsep.join([ROOT, str(tmp_path)]),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "4",
-            "--preload",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--graceful-timeout",
-            "2",
-            "--log-level",
-            "warning",
-            "--error-logfile",
-            str(tmp_path / "gunicorn.log"),
-            "wsgiapp:app",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proc.log = tmp_path / "gunicorn.log"  # type: ignore[attr-defined]
-    proc.port = port  # type: ignore[attr-defined]
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    with start_gunicorn(WSGI, redis_server.url, tmp_path, workers=4) as proc:
+        yield proc
 
 
 def get(url: str) -> int:
