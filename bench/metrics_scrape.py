@@ -19,7 +19,7 @@ from flask import Flask
 
 from flask_tickstock_monitor import TickStockMonitor
 from flask_tickstock_monitor.cluster_metrics import ClusterCollector
-from flask_tickstock_monitor.health import latest_key
+from flask_tickstock_monitor.constants import latest_key
 from flask_tickstock_monitor.metrics import new_registry, render
 
 from .common import median, percentile, redis_server

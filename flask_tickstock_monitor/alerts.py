@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .liveness import condition
+from .staleness import condition
 
 log = logging.getLogger("flask_tickstock_monitor.alerts")
 

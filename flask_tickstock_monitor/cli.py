@@ -14,7 +14,9 @@ import click
 from flask.cli import with_appcontext
 
 from . import events
-from .cli_errorlog import current_state, errorlog_commands
+from .cli_errorlog import errorlog_commands
+from .clicommon import current_state
+from .exporter import metrics_command
 from .state import MonitorState
 from .transport import Subscription, clients
 
@@ -24,7 +26,7 @@ def tickstock() -> None:
     """TickStock monitoring: Redis health, channels, counters."""
 
 
-for _command in errorlog_commands:
+for _command in (*errorlog_commands, metrics_command):
     tickstock.add_command(_command)
 
 

@@ -8,19 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
-from .state import MonitorState, registered_state
-
-
-def current_state() -> MonitorState:
-    """The monitor's state of the app the command loaded."""
-    try:
-        return registered_state(current_app._get_current_object())  # type: ignore[attr-defined]
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-
+from .clicommon import current_state
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

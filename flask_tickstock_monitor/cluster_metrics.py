@@ -22,9 +22,10 @@ from typing import Any
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import events, topology
-from .health import latest_key
-from .liveness import (
+from . import events
+from .constants import latest_key
+from .metrics import PREFIX, Families, beat_health, identity, is_number
+from .staleness import (
     CONDITIONS,
     DEFAULT_OFFLINE_AFTER,
     DEFAULT_OFFLINE_TTL,
@@ -33,7 +34,7 @@ from .liveness import (
     expired,
     state_of,
 )
-from .metrics import PREFIX, Families, beat_health, identity, is_number
+from .transport import clients
 
 log = logging.getLogger("flask_tickstock_monitor.metrics")
 
@@ -145,7 +146,7 @@ class ClusterCollector(Collector):
         keys = sorted(set(client.scan_iter(match=self._pattern, count=1000)))[: self.max_instances]
         beats: list[tuple[str, dict[str, Any]]] = []
         invalid = 0
-        for key, raw in zip(keys, topology.get_many(client, keys) if keys else [], strict=True):
+        for key, raw in zip(keys, clients.get_many(client, keys) if keys else [], strict=True):
             if raw is None:  # expired between SCAN and MGET
                 continue
             try:
@@ -155,7 +156,7 @@ class ClusterCollector(Collector):
                 invalid += 1
                 continue
             instance = identity_block(beat)
-            fallback = topology.as_text(key)[len(self._prefix) :]
+            fallback = clients.as_text(key)[len(self._prefix) :]
             beats.append((str(instance.get("id") or fallback), beat))
         return beats, invalid
 

@@ -112,7 +112,15 @@ KEYS: dict[str, Key] = {
         # the dashboard
         Key("DASHBOARD", False, c.as_bool),
         Key("DASHBOARD_URL_PREFIX", "/monitor", c.as_prefix),
-        Key("DASHBOARD_AUTH", None, c.as_callable),
+        Key("DASHBOARD_AUTH", None, c.as_callable),  # also guards the probes' details, metrics
+        # Prometheus metrics (exporter.py)
+        Key("METRICS_ENDPOINT", None, c.as_metrics_path),
+        Key("METRICS_AUTH", None, c.as_callable),
+        Key("METRICS_TOKEN", None, c.as_str),
+        Key("METRICS_PROCESS", True, c.as_bool),
+        Key("METRICS_CLUSTER", True, c.as_bool),
+        Key("METRICS_MAX_GROUPS", 500, c.at_least(int, 0)),
+        Key("OFFLINE_TTL", 600.0, c.at_least(float, 0)),
         # the durable error log
         Key("DATABASE_URI", None, c.as_database_url),
         Key("DATABASE_ENABLED", True, c.as_bool),
@@ -189,7 +197,17 @@ class SocketConfig:
 @dataclass(frozen=True)
 class DashboardConfig:
     url_prefix: str
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    endpoint: str | None
     auth: Callable[[], bool] | None
+    token: str | None
+    process: bool
+    cluster: bool
+    max_groups: int
+    offline_ttl: float
 
 
 @dataclass(frozen=True)
@@ -237,11 +255,14 @@ class MonitorConfig:
     max_context_bytes: int = 16_384
     max_context_depth: int = 5
     max_context_items: int = 50
+    #: who may see the dashboard, the probes' details and the metrics (else monitor.dashboard_auth)
+    dashboard_auth: Callable[[], bool] | None = None
     #: The planes' sections: ``None`` for a part that is off (or not read: monitoring is off).
     health: HealthConfig | None = None
     relay: RelayConfig | None = None
     socketio: SocketConfig | None = None
     dashboard: DashboardConfig | None = None
+    metrics: MetricsConfig | None = None
     errorlog: ErrorLogConfig | None = None
 
 
@@ -346,5 +367,10 @@ def load_config(
         dashboard=_section(DashboardConfig, r, "DASHBOARD_")
         if enabled and r["DASHBOARD"]
         else None,
+        metrics=(
+            _section(MetricsConfig, r, "METRICS_", offline_ttl=r["OFFLINE_TTL"])
+            if enabled
+            else None
+        ),
         errorlog=_errorlog(r) if enabled else None,
     )

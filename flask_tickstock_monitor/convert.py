@@ -112,6 +112,14 @@ def as_prefix(key: str, value: Any) -> str:
     return as_path(key, value).rstrip("/") or "/"
 
 
+def as_metrics_path(key: str, value: Any) -> str:
+    """The metrics endpoint's rule: a path, not the site's root."""
+    path = as_path(key, value)
+    if path.rstrip("/") == "":
+        raise ConfigurationError(f"{key} must not be '/', got {value!r}")
+    return path
+
+
 def as_namespace(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
         raise ConfigurationError(f"{key} must be a Socket.IO namespace such as '/', got {value!r}")

@@ -33,7 +33,6 @@ class DashboardPlane(Plane):
         config = state.config
         self.state = state
         self.url_prefix = dashboard.url_prefix
-        self.auth: AuthCheck | None = dashboard.auth
         self.subscriber = MonitoringSubscriber(
             redis_client=state.client(),
             monitoring_channel=config.channel_monitoring,
@@ -48,7 +47,7 @@ class DashboardPlane(Plane):
 
     def authorized(self) -> bool:
         """The app's check (config, else ``monitor.dashboard_auth``); everyone without one."""
-        check = self.auth or getattr(self.state.monitor, "dashboard_auth_check", None)
+        check = self.state.auth_check()
         return True if check is None else bool(check())
 
     def _blueprint(self) -> Blueprint:

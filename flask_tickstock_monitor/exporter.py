@@ -15,19 +15,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
-from flask import current_app, request
+from flask import request
 from flask.cli import with_appcontext
 
-from .config import PREFIX, ConfigurationError, as_bool, as_number, as_str
-from .dashboard import AuthCheck, as_auth, as_prefix
-from .extension import EXTENSION_KEY, Plane
-from .liveness import DEFAULT_OFFLINE_TTL
+from .clicommon import current_state
+from .config import MetricsConfig
+from .constants import PREFIX
+from .convert import ConfigurationError
+from .staleness import DEFAULT_OFFLINE_TTL
+from .state import Plane
 
 if TYPE_CHECKING:
+    from flask import Flask
     from prometheus_client.registry import CollectorRegistry
 
     from .cluster_metrics import ClusterCollector
-    from .extension import MonitorState
+    from .state import MonitorState
 
 Groups = Callable[[], Sequence[Mapping[str, Any]]]
 
@@ -48,35 +51,30 @@ class MetricsPlane(Plane):
     (``DASHBOARD_AUTH`` or ``monitor.dashboard_auth``); with no check at all, everyone.
     """
 
-    def __init__(self, state: MonitorState):
-        read = state.reader.get
+    def __init__(self, state: MonitorState, config: MetricsConfig):
         self.state = state
-        self.endpoint: str | None = read("METRICS_ENDPOINT", None, as_prefix)
-        self.auth: AuthCheck | None = read("METRICS_AUTH", None, as_auth)
-        self.token: str | None = read("METRICS_TOKEN", None, as_str)
-        self.dashboard_auth: AuthCheck | None = read("DASHBOARD_AUTH", None, as_auth)
-        self.process: bool = read("METRICS_PROCESS", True, as_bool)
-        self.cluster: bool = read("METRICS_CLUSTER", True, as_bool)
-        self.offline_ttl: float = read("OFFLINE_TTL", DEFAULT_OFFLINE_TTL, _seconds)
-        self.max_groups: int = read(
-            "METRICS_MAX_GROUPS", 500, lambda k, v: as_number(k, v, int, minimum=0)
-        )
+        self.endpoint = config.endpoint
+        self.auth = config.auth
+        self.token = config.token
+        self.process = config.process
+        self.cluster = config.cluster
+        self.offline_ttl = config.offline_ttl
+        self.max_groups = config.max_groups
         self.groups: Groups | None = None  # None: the dashboard's or error log's, if any
         self.served = 0
         self.refused = 0
         self._registry: CollectorRegistry | None = None
         self._view: Callable[[], Any] | None = None
-        if self.endpoint is not None:
-            if _prometheus_client_missing():
-                raise ConfigurationError(
-                    f"{PREFIX}METRICS_ENDPOINT needs prometheus_client:"
-                    " pip install 'flask-tickstock-monitor[prometheus]'"
-                )
-            if self.endpoint == "/":
-                raise ConfigurationError(f"{PREFIX}METRICS_ENDPOINT must not be '/'")
-            state.app.add_url_rule(
-                self.endpoint, endpoint="tickstock_monitor_metrics", view_func=self.view
+        if self.endpoint is not None and _prometheus_client_missing():
+            raise ConfigurationError(
+                f"{PREFIX}METRICS_ENDPOINT needs prometheus_client:"
+                " pip install 'flask-tickstock-monitor[prometheus]'"
             )
+
+    def install(self, app: Flask) -> None:
+        """Serve the metrics at the configured endpoint."""
+        assert self.endpoint is not None
+        app.add_url_rule(self.endpoint, endpoint="tickstock_monitor_metrics", view_func=self.view)
 
     def registry(self) -> CollectorRegistry:
         """What the endpoint serves, made on the first scrape."""
@@ -93,7 +91,7 @@ class MetricsPlane(Plane):
 
     def authorized(self) -> bool:
         if self.token is None and self.auth is None:
-            check = self.dashboard_auth or self.state.monitor.dashboard_auth_check
+            check = self.state.auth_check()
             return True if check is None else bool(check())
         if self.token is not None:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -122,19 +120,12 @@ class MetricsPlane(Plane):
         return {"endpoint": self.endpoint, "served": self.served, "refused": self.refused}
 
 
-def install(state: MonitorState) -> MetricsPlane:
-    """Read the ``METRICS_*`` keys and register the endpoint when one is set (``init_app``)."""
-    plane = MetricsPlane(state)
-    state.planes["metrics"] = plane
-    return plane
-
-
 def find_groups(state: MonitorState) -> Sequence[Mapping[str, Any]]:
     """The error groups of the dashboard's subscriber, else of the durable error log, else
     none: whichever plane of this app offers ``groups()``."""
-    for name in ("dashboard", "errorlog"):
-        plane = state.planes.get(name)
-        source = getattr(getattr(plane, "subscriber", plane), "groups", None)
+    dashboard = state.dashboard
+    for source in (getattr(dashboard and dashboard.subscriber, "groups", None),
+                   getattr(state.errorlog, "groups", None)):  # fmt: skip
         if callable(source):
             return list(source())
     return []
@@ -154,10 +145,8 @@ def build_registry(
 
     collectors: list[Any] = []
     if process:
-        health = state.planes.get("health")
-        collectors.append(
-            ProcessCollector(state.stats, lambda: getattr(health, "latest", None) or None)
-        )
+        health = state.health
+        collectors.append(ProcessCollector(state.stats, lambda: health.latest if health else None))
     if cluster:
         collectors.append(cluster_collector(state, groups, offline_ttl, max_groups))
     return new_registry(*collectors)
@@ -177,10 +166,6 @@ def cluster_collector(
         default_interval=config.health_interval,
         max_groups=max_groups,
     )
-
-
-def _seconds(key: str, value: Any) -> float:
-    return float(as_number(key, value, float, minimum=0))
 
 
 @click.command("metrics")
@@ -209,14 +194,10 @@ def metrics_command(output: str | None, process: bool) -> None:
         )
     from .metrics import ProcessCollector, new_registry, render
 
-    state = current_app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        raise click.ClickException(
-            "TickStockMonitor is not registered on this app. Did you forget to call 'init_app'?"
-        )
-    plane = state.planes.get("metrics")
-    offline_ttl = getattr(plane, "offline_ttl", DEFAULT_OFFLINE_TTL)
-    max_groups = getattr(plane, "max_groups", 500)
+    state = current_state()
+    config = state.config.metrics
+    offline_ttl = config.offline_ttl if config else DEFAULT_OFFLINE_TTL
+    max_groups = config.max_groups if config else 500
     collector = cluster_collector(state, lambda: find_groups(state), offline_ttl, max_groups)
     registry = new_registry(*([ProcessCollector(state.stats)] if process else []), collector)
     body, _ = render(registry)

@@ -23,6 +23,7 @@ from .cli import tickstock
 from .config import load_config
 from .constants import EXTENSION_KEY
 from .dashboard import DashboardPlane
+from .exporter import MetricsPlane
 from .health import HealthPlane, HealthRegistry
 from .relay import RelayPlane
 from .state import MonitorState, registered_state
@@ -73,6 +74,8 @@ def _make_state(monitor: TickStockMonitor, app: Flask, redis_client: Any) -> Mon
     if config.dashboard is not None:
         state.dashboard = DashboardPlane(state, config.dashboard)
         state.relay.broadcaster.connect_guard = state.dashboard.authorized
+    assert config.metrics is not None
+    state.metrics = MetricsPlane(state, config.metrics)
     return state
 
 
@@ -115,6 +118,8 @@ class TickStockMonitor:
             probes.install(app, state, state.health)
         if state.dashboard is not None:
             state.dashboard.install(app)
+        if state.metrics is not None and state.metrics.endpoint:
+            state.metrics.install(app)
         app.extensions[EXTENSION_KEY] = state
         self._apps.add(app)
         if not state.config.enabled:

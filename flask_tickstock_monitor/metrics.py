@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         " pip install 'flask-tickstock-monitor[prometheus]'"
     ) from exc
 
-from .liveness import LIVE_STATUSES
+from .staleness import LIVE_STATUSES
 
 log = logging.getLogger("flask_tickstock_monitor.metrics")
 

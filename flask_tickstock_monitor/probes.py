@@ -54,8 +54,7 @@ def install(app: Flask, state: MonitorState, health: HealthPlane) -> None:
 
 def admitted(state: MonitorState) -> bool:
     """The caller passes the dashboard's auth check; with no check configured, no one does."""
-    dashboard = state.config.dashboard
-    check = (dashboard.auth if dashboard else None) or state.monitor.dashboard_auth_check
+    check = state.auth_check()
     try:
         return check is not None and bool(check())
     except Exception:  # a failing auth check admits no one

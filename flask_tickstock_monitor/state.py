@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from .capture import ErrorCapture
     from .dashboard import DashboardPlane
     from .errorlog import ErrorLog
+    from .exporter import MetricsPlane
     from .extension import TickStockMonitor
     from .health import HealthPlane
     from .relay import RelayPlane
@@ -66,6 +68,7 @@ class MonitorState:
     errorlog: ErrorLog | None = None
     health: HealthPlane | None = None
     dashboard: DashboardPlane | None = None
+    metrics: MetricsPlane | None = None
 
     def __init__(
         self,
@@ -114,6 +117,7 @@ class MonitorState:
             "errorlog": self.errorlog,
             "health": self.health,
             "dashboard": self.dashboard,
+            "metrics": self.metrics,
         }
         return {name: plane for name, plane in named.items() if plane is not None}
 
@@ -127,6 +131,11 @@ class MonitorState:
     @property
     def uptime(self) -> float:
         return time.time() - self.started_at
+
+    def auth_check(self) -> Callable[[], bool] | None:
+        """The app's check of who may see the dashboard, the probes' details and the metrics:
+        ``TICKSTOCK_MONITOR_DASHBOARD_AUTH``, else ``@monitor.dashboard_auth``, else none."""
+        return self.config.dashboard_auth or self.monitor.dashboard_auth_check
 
     def client(self) -> Any:
         """The Redis client of this app, made on first use (in this process)."""

@@ -17,7 +17,7 @@ from servers import free_port
 
 from flask_tickstock_monitor import MonitoringSubscriber
 from flask_tickstock_monitor.alerts import Alert, AlertTracker, redis_claim
-from flask_tickstock_monitor.liveness import purgeable
+from flask_tickstock_monitor.staleness import purgeable
 from flask_tickstock_monitor.webhook import WebhookNotifier, slack_payload
 
 

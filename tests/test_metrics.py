@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_tickstock_monitor.cluster_metrics import ClusterCollector, instance_metric_name
 from flask_tickstock_monitor.config import ConfigurationError
-from flask_tickstock_monitor.exporter import install, metrics_command
+from flask_tickstock_monitor.exporter import metrics_command
 from flask_tickstock_monitor.metrics import ProcessCollector, new_registry, render
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -341,7 +341,7 @@ def endpoint_app(make_app, redis_server, **config: Any):
     app, monitor = make_app(
         redis_server.url, TICKSTOCK_MONITOR_METRICS_ENDPOINT="/metrics", **config
     )
-    plane = install(app.extensions["tickstock_monitor"])  # what init_app will do
+    plane = app.extensions["tickstock_monitor"].metrics
     return app, monitor, plane
 
 
@@ -413,10 +413,11 @@ def test_the_endpoint_falls_back_on_the_dashboards_check(make_app, redis_server)
     ],
 )
 def test_bad_metrics_config_names_the_key(make_app, redis_server, key, value, message):
-    app, _ = make_app(redis_server.url, **{f"TICKSTOCK_MONITOR_{key}": value})
     with pytest.raises(ConfigurationError, match=message):
-        install(app.extensions["tickstock_monitor"])
-    assert app.url_map.bind("").test("/metrics") is False
+        make_app(
+            redis_server.url,
+            **{"TICKSTOCK_MONITOR_METRICS_ENDPOINT": "/metrics", f"TICKSTOCK_MONITOR_{key}": value},
+        )
 
 
 # --- flask tickstock metrics ---------------------------------------------------------------------

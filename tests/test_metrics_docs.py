@@ -26,7 +26,6 @@ from servers import RedisServer
 from test_metrics import parse
 
 from flask_tickstock_monitor import TickStockMonitor
-from flask_tickstock_monitor.exporter import install
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(ROOT, "docs", "prometheus-alerts.yml")
@@ -56,7 +55,7 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[bytes]:
     )
     monitor = TickStockMonitor(app)
     monitor.register_cache("relationship", {}, app=app)
-    plane = install(app.extensions["tickstock_monitor"])
+    plane = app.extensions["tickstock_monitor"].metrics
     now = time.time()
     plane.groups = lambda: [
         {"fingerprint": "a1b2c3d4e5f60718", "message": "ZeroDivisionError: division by zero",

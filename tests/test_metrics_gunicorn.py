@@ -20,7 +20,6 @@ WSGI = textwrap.dedent("""
     import os
     from flask import Flask
     from flask_tickstock_monitor import TickStockMonitor
-    from flask_tickstock_monitor.exporter import install
 
     app = Flask("gunicorn_metrics")
     app.config.update(
@@ -31,7 +30,6 @@ WSGI = textwrap.dedent("""
         TICKSTOCK_MONITOR_OFFLINE_TTL=1.5,
     )
     monitor = TickStockMonitor(app)
-    install(app.extensions["tickstock_monitor"])  # what init_app will do
 """)
 
 
