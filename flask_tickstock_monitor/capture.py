@@ -23,10 +23,12 @@ from flask import Flask, current_app, got_request_exception
 from . import events
 from ._compat import current_request
 from ._util import Throttle
+from .finish import OTEL, Finisher, trace_ids
 from .flaskhooks import (
     CAPTURED,
     REQ_CAPTURED,
     REQ_HANDLED,
+    exception_filter,
     exception_key,
     is_unhandled,
     needs_exception_signal,
@@ -66,6 +68,8 @@ class ErrorCapture:
         #: Called with each queued error item besides the publisher (the durable error log),
         #: so that they do not depend on Redis. A sink must not block.
         self.sinks: list[Callable[[Outgoing], None]] = []
+        self.finisher = Finisher(state)
+        self.ignore = exception_filter(config.ignore_exceptions)
         # Bound once: ``self._build`` would make a new method object (one more object for the
         # garbage collector to track while the item waits in the queue) for every event.
         self._builder = self._build
@@ -106,6 +110,7 @@ class ErrorCapture:
         http: tuple[str, str | None] | None = None,
         want_id: bool = True,
         req: Any = None,
+        fingerprint: tuple[str, ...] | None = None,
     ) -> str | None:
         """Queue an error event; returns its ``error_id``, or ``None`` when it was not queued.
 
@@ -113,7 +118,8 @@ class ErrorCapture:
         the request hooks): a keyword call costs more than a quarter of the rest. ``req``: the
         request, when the caller has it (default: the current one, if any). ``want_id=False``
         (the automatic hooks, which never read it): the id is made on the publisher thread
-        instead, a couple of microseconds off the request."""
+        instead, a couple of microseconds off the request. ``fingerprint``: the parts of a
+        fingerprint the caller chose (checked by the caller)."""
         if severity not in _SEVERITIES:  # the check inline: a call less on every publish
             check_severity(severity)
         if req is None:
@@ -123,6 +129,9 @@ class ErrorCapture:
             return None
         if exc is not None:
             if getattr(exc, CAPTURED, False):
+                return None
+            if self.ignore is not None and self.ignore(type(exc)):
+                state.publisher.count_drop("ignored")
                 return None
             try:
                 setattr(exc, CAPTURED, True)
@@ -150,6 +159,9 @@ class ErrorCapture:
         # Only plain data goes into the queue: the exception would keep the request's frames alive.
         exc_data = extract_exception(exc) if exc is not None else None
         timestamp = time.time()
+        extra: dict[str, Any] | None = trace_ids() if OTEL else None  # this thread's span
+        if fingerprint is not None:
+            extra = {**(extra or {}), "fingerprint": fingerprint}
         # The builder's arguments, queued as they are (see Publisher.compact: one object for
         # the collector, not two), unless a sink shares the build.
         args = (
@@ -164,6 +176,7 @@ class ErrorCapture:
             suppressed,
             category,
             origin,
+            extra,
         )
         if self.sinks:
             # positional (channel, payload, build, kind, args, severity): 4x cheaper than keywords
@@ -190,6 +203,7 @@ class ErrorCapture:
         suppressed: int,
         category: str | None,
         origin: str,
+        extra: dict[str, Any] | None,
     ) -> dict[str, Any]:
         state = self.state
         config = state.config
@@ -230,7 +244,7 @@ class ErrorCapture:
         self.recent_ids.append(error_id)
         if len(message) >= 8:
             self.recent_messages.append(message)
-        return event
+        return self.finisher.finish(event, exc_data, extra)
 
     def is_echo(self, record: logging.LogRecord, text: str) -> bool:
         if getattr(record, "error_id", None) in self.recent_ids:

@@ -18,6 +18,7 @@ from .constants import (
     CHANNEL_ERRORS,
     CHANNEL_INVALIDATION,
     CHANNEL_MONITORING,
+    DEFAULT_ENVIRONMENT,
     DEFAULT_IGNORE_LOGGERS,
     DEFAULT_REDIS_URL,
     DEFAULT_SOURCE,
@@ -58,6 +59,8 @@ KEYS: dict[str, Key] = {
         Key("INSTANCE_ID", None, lambda key, value: c.as_str(key, str(value))),
         Key("COMPONENT", None, c.as_str),  # the app's import name
         Key("SOURCE", DEFAULT_SOURCE, c.as_str),
+        Key("RELEASE", None, c.as_str, ("TICKSTOCK_RELEASE",)),  # else the app's version
+        Key("ENVIRONMENT", DEFAULT_ENVIRONMENT, c.as_str, ("TICKSTOCK_ENVIRONMENT",)),
         Key("CHANNEL_ERRORS", CHANNEL_ERRORS, c.as_str, ("REDIS_ERROR_CHANNEL",)),
         Key("CHANNEL_MONITORING", CHANNEL_MONITORING, c.as_str),
         Key("CHANNEL_INVALIDATION", CHANNEL_INVALIDATION, c.as_str),
@@ -73,6 +76,8 @@ KEYS: dict[str, Key] = {
         Key("LOG_LEVEL", logging.ERROR, c.as_level),
         Key("IGNORE_LOGGERS", (), c.as_str_tuple),
         Key("CAPTURE_5XX", True, c.as_bool),
+        Key("BEFORE_SEND", None, c.as_callable),
+        Key("IGNORE_EXCEPTIONS", (), c.as_exception_types),
         Key("INCLUDE_QUERY", False, c.as_bool),
         Key("INCLUDE_HEADERS", False, c.as_bool),
         Key("INCLUDE_CLIENT_IP", False, c.as_bool),
@@ -230,6 +235,8 @@ class MonitorConfig:
     health_interval: float = 30.0
     component: str = "app"
     source: str = DEFAULT_SOURCE
+    release: str | None = None
+    environment: str = DEFAULT_ENVIRONMENT
     instance_id: str | None = None
     channel_errors: str = CHANNEL_ERRORS
     channel_monitoring: str = CHANNEL_MONITORING
@@ -243,6 +250,10 @@ class MonitorConfig:
     log_level: int = logging.ERROR
     ignore_loggers: tuple[str, ...] = DEFAULT_IGNORE_LOGGERS
     capture_5xx: bool = True
+    #: edits or drops each error event on the building thread (else monitor.before_send)
+    before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    #: exception classes, or names of classes, never published (their subclasses neither)
+    ignore_exceptions: tuple[type | str, ...] = ()
     include_query: bool = False
     include_headers: bool = False
     include_client_ip: bool = False
@@ -359,6 +370,7 @@ def load_config(
         r,
         redis_url=_redis_url(r),
         component=r["COMPONENT"] or import_name,
+        release=r["RELEASE"] or c.installed_version(import_name),
         ignore_loggers=DEFAULT_IGNORE_LOGGERS + r["IGNORE_LOGGERS"],
         # The relay is made even when monitoring is off: caches still register.
         relay=_section(RelayConfig, r, "RELAY_"),

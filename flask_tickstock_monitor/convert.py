@@ -3,7 +3,9 @@ as the monitor wants it, or raises :class:`ConfigurationError` whose message nam
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -137,6 +139,37 @@ def as_callable(key: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise ConfigurationError(f"{key} must be a callable or 'module:function', got {value!r}")
     return value  # type: ignore[no-any-return]
+
+
+def as_exception_types(key: str, value: Any) -> tuple[type | str, ...]:
+    """Exception classes, or their names (``"KeyError"``, ``"myapp.errors.Timeout"``; a string
+    may list several, comma-separated)."""
+    if isinstance(value, str):
+        value = as_str_tuple(key, value)
+    elif isinstance(value, type):
+        value = (value,)
+    if not isinstance(value, Iterable) or isinstance(value, Mapping):
+        value = (value,)
+    items = tuple(value)
+    for item in items:
+        is_class = isinstance(item, type) and issubclass(item, BaseException)
+        if not is_class and not (isinstance(item, str) and item.strip()):
+            raise ConfigurationError(
+                f"{key} must be a list of exception classes or class names, got {value!r}"
+            )
+    return tuple(item.strip() if isinstance(item, str) else item for item in items)
+
+
+@functools.lru_cache(maxsize=64)
+def installed_version(import_name: str) -> str | None:
+    """The version of the installed distribution that provides the app's top-level package
+    (the release an app reports when none is configured), or ``None``."""
+    top = import_name.partition(".")[0]
+    try:
+        names = importlib.metadata.packages_distributions().get(top) or ()
+        return importlib.metadata.version(names[0]) if names else None
+    except Exception:  # broken metadata must not stop init_app
+        return None
 
 
 def redis_url_from_parts(

@@ -24,7 +24,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 
@@ -35,7 +35,17 @@ SEVERITY_ORDER = {severity: rank for rank, severity in enumerate(events.SEVERITI
 #: Column widths of TickStockAppV2's schema; longer values are truncated to fit.
 LIMITS = {"error_id": 255, "source": 50, "severity": 20, "category": 50, "component": 100}
 #: Event fields that have no column of their own and are kept in ``context``.
-EXTRA_FIELDS = ("error_type", "origin", "instance_id", "suppressed")
+EXTRA_FIELDS = (
+    "error_type",
+    "origin",
+    "instance_id",
+    "suppressed",
+    "fingerprint",
+    "release",
+    "environment",
+    "trace_id",
+    "span_id",
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,17 +117,13 @@ def row_for(event: Mapping[str, Any], default_source: str) -> dict[str, Any]:
     }
 
 
-def insert_ignoring_duplicates(dialect_name: str) -> Any:
-    module = postgresql if dialect_name == "postgresql" else sqlite
-    return module.insert(error_logs).on_conflict_do_nothing(index_elements=["error_id"])
-
-
 def create_table(engine: Engine) -> bool:
-    """Create ``error_logs`` and its indexes when missing; ``True`` when it was created."""
+    """Create ``error_logs`` and its indexes when missing, and the groups' tables beside it
+    (also next to an ``error_logs`` that TickStockAppV2 made); ``True`` when ``error_logs`` was
+    created."""
     with engine.begin() as conn:
         exists = engine.dialect.has_table(conn, error_logs.name)
-        if not exists:
-            metadata.create_all(conn, checkfirst=True)
+        metadata.create_all(conn, checkfirst=True)
     return not exists
 
 

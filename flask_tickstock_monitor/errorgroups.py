@@ -38,7 +38,7 @@ TOP = 20
 
 def create_group_tables(engine: Engine) -> None:
     """Create ``error_groups`` and ``error_group_counts`` where missing (``error_logs``, too,
-    is made by :func:`errorlog.create_table`)."""
+    is made by :func:`errordb.create_table`)."""
     with engine.begin() as conn:
         metadata.create_all(conn, tables=[error_groups, error_group_counts], checkfirst=True)
 
@@ -198,7 +198,7 @@ def insert_with_groups(
     rows: Sequence[Mapping[str, Any]],
     events: Sequence[Mapping[str, Any]],
 ) -> int:
-    """Insert ``error_logs`` rows (:func:`errorlog.row_for` of ``events``, in order) and count
+    """Insert ``error_logs`` rows (:func:`errordb.row_for` of ``events``, in order) and count
     into the groups only the events whose row was not already there: a batch written again
     after a lost commit acknowledgement is not counted twice. Returns the rows inserted."""
     if not rows:

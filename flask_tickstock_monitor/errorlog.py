@@ -28,7 +28,8 @@ from sqlalchemy.engine import Engine
 
 from ._util import CircuitBreaker, mark_monitoring_thread, thread_report
 from .config import ErrorLogConfig
-from .errordb import SEVERITY_ORDER, create_table, insert_ignoring_duplicates, row_for
+from .errordb import SEVERITY_ORDER, create_table, row_for
+from .errorgroups import insert_with_groups, list_groups, set_status
 from .state import Plane
 from .transport import Dropped, Outgoing
 
@@ -128,7 +129,7 @@ class ErrorLog(Plane):
                 full = True
             else:
                 full = False
-                self._buffer.append([item, None])
+                self._buffer.append([item, None, None])
         if full:
             self.count_drop("buffer_full")
             return
@@ -169,6 +170,15 @@ class ErrorLog(Plane):
         if self._engine is not None:
             self._engine.dispose(close=False)
         self._reset()
+
+    def groups(self, **query: Any) -> list[dict[str, Any]]:
+        """The error groups in the database (``errorgroups.list_groups``'s ``since``,
+        ``status``, ``limit``, ``sort``): what a dashboard opened late or after a restart shows."""
+        return list_groups(self.engine, **query)
+
+    def set_group_status(self, fingerprint: str, status: str) -> bool:
+        """Resolve, ignore or reopen a group; ``False`` when there is none."""
+        return set_status(self.engine, fingerprint, status)
 
     def liveness(self, stall_after: float) -> dict[str, Any]:
         # a write waits up to the database timeout; a backoff up to its cap
@@ -245,7 +255,7 @@ class ErrorLog(Plane):
                 self._failed(exc)
 
     def _write_batch(self, batch: list[list[Any]]) -> None:
-        rows = [row for row in (self._row(entry) for entry in batch) if row]
+        rows = [(entry[1], entry[2]) for entry in batch if self._row(entry)]
         try:
             if rows:
                 _offload(lambda: self._insert(rows))
@@ -264,11 +274,12 @@ class ErrorLog(Plane):
         self.breaker.succeeded()
 
     def _row(self, entry: list[Any]) -> dict[str, Any] | None:
-        """The entry's row, built once; ``None`` for an item that cannot become one."""
+        """The entry's row (and its event, kept as ``entry[2]`` for the groups), built once;
+        ``None`` for an item that cannot become one."""
         if entry[1] is None:
             item: Outgoing = entry[0]
             try:
-                event = item.resolve()
+                event = entry[2] = item.resolve()
                 entry[1] = row_for(event, self.source) if self._wanted(event["severity"]) else {}
             except Dropped as drop:
                 self.count_drop(drop.reason)
@@ -279,14 +290,17 @@ class ErrorLog(Plane):
                 entry[1] = {}
         return entry[1] or None
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Insert the rows and count their events into the groups, in one transaction."""
         if not self._table_ready:
             create_table(self.engine)
             self._table_ready = True
         with self.engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(self.engine.dialect.name), rows)
+            insert_with_groups(
+                conn, self.engine.dialect.name, [r for r, _ in rows], [e for _, e in rows]
+            )
 
-    def _insert_each(self, rows: list[dict[str, Any]]) -> bool:
+    def _insert_each(self, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> bool:
         """After a batch was refused: write row by row and drop only the rows refused.
         ``False`` when the database became unreachable meanwhile (the batch waits)."""
         self._table_ready = False  # e.g. the table was dropped under us
@@ -299,7 +313,7 @@ class ErrorLog(Plane):
                 if _is_outage(exc):
                     return False  # the whole batch is retried; the rows written are ignored
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.warning("the error log refused error %s: %s", row["error_id"], exc)
+                log.warning("the error log refused error %s: %s", row[0]["error_id"], exc)
                 self.count_drop("rejected")
         with self._counter_lock:
             self.written += written

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -24,6 +24,8 @@ from .config import load_config
 from .constants import EXTENSION_KEY
 from .dashboard import DashboardPlane
 from .exporter import MetricsPlane
+from .fingerprint import fingerprint_parts
+from .finish import BeforeSend
 from .health import HealthPlane, HealthRegistry
 from .relay import RelayPlane
 from .state import MonitorState, registered_state
@@ -101,6 +103,7 @@ class TickStockMonitor:
         self.socketio = socketio
         self.autostart = autostart
         self.dashboard_auth_check: Callable[[], bool] | None = None
+        self.before_send_hook: BeforeSend | None = None
         self.health = HealthRegistry()
         #: the apps this monitor serves (one, outside any app context, is the one meant)
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
@@ -163,14 +166,27 @@ class TickStockMonitor:
         severity: str = "error",
         context: Mapping[str, Any] | None = None,
         component: str | None = None,
+        category: str | None = None,
+        fingerprint: Sequence[str] | None = None,
         app: Flask | None = None,
     ) -> str | None:
-        """Publish ``exc`` (default: the one being handled). Returns the event's ``error_id``."""
+        """Publish ``exc`` (default: the one being handled). Returns the event's ``error_id``.
+
+        ``fingerprint``: the parts of this event's group key instead of the default one (the
+        exception type and the app's frames); ``"{{ default }}"`` stands for that default.
+        """
         if exc is None:
             exc = sys.exc_info()[1]
             if exc is None:
                 raise ValueError("capture_exception() needs an exception or an active 'except'")
-        return self.state(app).capture.capture(None, exc, severity, component, context)
+        capture = self.state(app).capture
+        if fingerprint is None and category is None:
+            return capture.capture(None, exc, severity, component, context)
+        parts = None if fingerprint is None else fingerprint_parts(fingerprint)
+        return capture.capture(
+            None, exc, severity, component, context, None, category, "explicit", None, True,
+            None, parts,
+        )  # fmt: skip
 
     def publish_error(
         self,
@@ -180,12 +196,17 @@ class TickStockMonitor:
         component: str | None = None,
         context: Mapping[str, Any] | None = None,
         category: str | None = None,
+        fingerprint: Sequence[str] | None = None,
         app: Flask | None = None,
     ) -> str | None:
         """Publish an error event with ``message``; its ``error_id`` (``None`` if dropped)."""
-        return self.state(app).capture.capture(
-            message, None, severity, component, context, None, category
-        )
+        capture = self.state(app).capture
+        if fingerprint is None:
+            return capture.capture(message, None, severity, component, context, None, category)
+        return capture.capture(
+            message, None, severity, component, context, None, category, "explicit", None,
+            True, None, fingerprint_parts(fingerprint),
+        )  # fmt: skip
 
     def track_signal(
         self,
@@ -223,6 +244,13 @@ class TickStockMonitor:
         """Invalidate ``keys`` (all keys when ``None``) of cache ``name`` here and in every
         process listening on the invalidation channel. Returns the ``invalidation_id``."""
         return self.state(app).relay.invalidate(name, keys, scope)
+
+    def before_send(self, func: BeforeSend) -> BeforeSend:
+        """Decorate ``func(event) -> event | None``: it sees every error event before it is
+        sent, on the thread that builds it (never the request's), and may edit or drop it.
+        ``TICKSTOCK_MONITOR_BEFORE_SEND`` takes precedence in an app that sets it."""
+        self.before_send_hook = func
+        return func
 
     def dashboard_auth(self, func: Callable[[], bool]) -> Callable[[], bool]:
         """Decorate the check that guards the dashboard and its Socket.IO namespace.

@@ -33,6 +33,30 @@ def exception_key(exc: BaseException) -> tuple[Any, ...]:
     return (type(exc), tb.tb_frame.f_code.co_filename, tb.tb_lineno)
 
 
+def exception_filter(ignored: tuple[type | str, ...]) -> Callable[[type], bool] | None:
+    """A test of exception types against ``TICKSTOCK_MONITOR_IGNORE_EXCEPTIONS`` (classes, or
+    bare or qualified class names, subclasses included), remembered per type; ``None`` when
+    nothing is ignored."""
+    if not ignored:
+        return None
+    classes = tuple(item for item in ignored if isinstance(item, type))
+    names = frozenset(item for item in ignored if isinstance(item, str))
+    verdicts: dict[type, bool] = {}
+
+    def is_ignored(kind: type) -> bool:
+        verdict = verdicts.get(kind)
+        if verdict is None:
+            verdict = issubclass(kind, classes) or any(
+                base.__name__ in names or f"{base.__module__}.{base.__qualname__}" in names
+                for base in kind.__mro__
+            )
+            if len(verdicts) < 1_000:
+                verdicts[kind] = verdict
+        return verdict
+
+    return is_ignored
+
+
 def request_snapshot(config: MonitorConfig, scrubber: Scrubber, req: Any) -> dict[str, Any]:
     """The small, safe part of a request: never bodies, cookies or IP by default."""
     snapshot: dict[str, Any] = {"endpoint": req.endpoint, "method": req.method, "path": req.path}

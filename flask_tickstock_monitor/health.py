@@ -230,6 +230,7 @@ class HealthPlane(Plane):
             },
             "seq": seq,
             "interval_s": self.interval,
+            "environment": state.config.environment,
             "event_type": "HEALTH_CHECK",
             "health": {
                 "overall_score": _score(components),
@@ -238,6 +239,8 @@ class HealthPlane(Plane):
                 "uptime_seconds": uptime,
             },
         }
+        if state.config.release is not None:
+            snapshot["release"] = state.config.release
         if metric_errors:
             snapshot["metric_errors"] = metric_errors
         return snapshot

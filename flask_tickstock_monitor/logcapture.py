@@ -4,7 +4,7 @@ echo (TickStockAppV2 re-logs every message it receives on ``tickstock:errors``).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._util import on_monitoring_thread
 from .flaskhooks import CAPTURED, is_unhandled
@@ -12,6 +12,20 @@ from .transport import Dropped
 
 if TYPE_CHECKING:
     from .capture import ErrorCapture
+
+
+#: What every record has: anything else on one came with ``extra=`` (structlog's and
+#: python-json-logger's way of passing fields) and goes into the event's context.
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def record_extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record was given with ``extra=`` (scrubbed later with the context)."""
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _RECORD_FIELDS and not key.startswith("_")
+    }
 
 
 def severity_for_level(levelno: int) -> str:
@@ -55,12 +69,14 @@ class MonitorLogHandler(logging.Handler):
             text = record.getMessage()
             if self.capture.is_echo(record, text):
                 return
+            context = {"logger": record.name, "function": record.funcName, "line": record.lineno}
+            context.update(record_extras(record))
             self.capture.capture(
                 message=text,
                 exc=exc,
                 severity=severity_for_level(record.levelno),
                 component=record.name,
-                context={"logger": record.name, "function": record.funcName, "line": record.lineno},
+                context=context,
                 key=("log", record.name, record.pathname, record.lineno),
                 origin="logging",
                 want_id=False,

@@ -75,3 +75,67 @@ def purgeable(
 
 def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class InstanceView:
+    """What is known of one instance from its beats."""
+
+    def __init__(self, instance_id: str):
+        self.id = instance_id
+        self.boot_id: str | None = None
+        self.seq: int | None = None
+        self.beats = 0
+        self.lost_beats = 0
+        self.restarts = 0
+        self.last_seen = 0.0
+        self.interval_s = 30.0
+        self.beat: dict[str, Any] = {}
+
+    def update(self, beat: Mapping[str, Any], seen_at: float, default_interval: float) -> None:
+        instance = beat.get("instance") or {}
+        boot_id = instance.get("boot_id")
+        seq = beat.get("seq")
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        if boot_id is not None and self.boot_id is not None and boot_id != self.boot_id:
+            self.restarts += 1
+            self.seq = None
+        elif seq is not None and self.seq is not None:
+            if seq <= self.seq:  # a duplicate or a beat older than one we have: not news
+                return
+            self.lost_beats += seq - self.seq - 1
+        self.boot_id = boot_id if boot_id is not None else self.boot_id
+        self.seq = seq if seq is not None else self.seq
+        interval: Any = beat.get("interval_s")
+        self.interval_s = (
+            float(interval) if _number(interval) and interval > 0 else default_interval
+        )
+        self.last_seen = max(self.last_seen, seen_at)
+        self.beat = dict(beat)
+        self.beats += 1
+
+    def state(self, now: float, stale_after: float, offline_after: float) -> str:
+        """The reported status, or ``stale``/``offline`` when beats stopped arriving."""
+        status = self.beat.get("status", "unknown")
+        return state_of(now - self.last_seen, self.interval_s, status, stale_after, offline_after)
+
+    def to_dict(self, now: float, stale_after: float, offline_after: float) -> dict[str, Any]:
+        instance = self.beat.get("instance") or {}
+        return {
+            "id": self.id,
+            "component": self.beat.get("component"),
+            "host": instance.get("host"),
+            "pid": instance.get("pid"),
+            "boot_id": self.boot_id,
+            "state": self.state(now, stale_after, offline_after),
+            "status": self.beat.get("status"),
+            "last_seen": self.last_seen,
+            "age_s": round(now - self.last_seen, 3),
+            "interval_s": self.interval_s,
+            "seq": self.seq,
+            "beats": self.beats,
+            "lost_beats": self.lost_beats,
+            "restarts": self.restarts,
+            "uptime_s": instance.get("uptime_s"),
+            "metrics": self.beat.get("metrics", {}),
+            "components": (self.beat.get("health") or {}).get("components", {}),
+        }

@@ -10,7 +10,6 @@ beats (gaps in ``seq``) counted, plus the error rate over a window.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -19,78 +18,15 @@ from typing import Any
 
 from . import events
 from ._util import RateLimitedLog
+from .alerts import Alert, AlertTracker
 from .constants import CHANNEL_ERRORS, CHANNEL_MONITORING, DEFAULT_REDIS_URL, latest_key
+from .groups import GroupBook
+from .staleness import DEFAULT_OFFLINE_TTL, InstanceView, purgeable
 from .transport import Subscription, clients
 
 log = logging.getLogger("flask_tickstock_monitor.subscriber")
 
 Callback = Callable[[dict[str, Any]], Any]
-
-
-class InstanceView:
-    """What is known of one instance from its beats."""
-
-    def __init__(self, instance_id: str):
-        self.id = instance_id
-        self.boot_id: str | None = None
-        self.seq: int | None = None
-        self.beats = 0
-        self.lost_beats = 0
-        self.restarts = 0
-        self.last_seen = 0.0
-        self.interval_s = 30.0
-        self.beat: dict[str, Any] = {}
-
-    def update(self, beat: Mapping[str, Any], seen_at: float, default_interval: float) -> None:
-        instance = beat.get("instance") or {}
-        boot_id = instance.get("boot_id")
-        seq = beat.get("seq")
-        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-        if boot_id is not None and self.boot_id is not None and boot_id != self.boot_id:
-            self.restarts += 1
-            self.seq = None
-        elif seq is not None and self.seq is not None:
-            if seq <= self.seq:  # a duplicate or a beat older than one we have: not news
-                return
-            self.lost_beats += seq - self.seq - 1
-        self.boot_id = boot_id if boot_id is not None else self.boot_id
-        self.seq = seq if seq is not None else self.seq
-        interval: Any = beat.get("interval_s")
-        self.interval_s = float(interval) if _positive(interval) else default_interval
-        self.last_seen = max(self.last_seen, seen_at)
-        self.beat = dict(beat)
-        self.beats += 1
-
-    def state(self, now: float, stale_after: float, offline_after: float) -> str:
-        """The reported status, or ``stale``/``offline`` when beats stopped arriving."""
-        silent = now - self.last_seen
-        if silent > offline_after * self.interval_s:
-            return "offline"
-        if silent > stale_after * self.interval_s:
-            return "stale"
-        return str(self.beat.get("status", "unknown"))
-
-    def to_dict(self, now: float, stale_after: float, offline_after: float) -> dict[str, Any]:
-        instance = self.beat.get("instance") or {}
-        return {
-            "id": self.id,
-            "component": self.beat.get("component"),
-            "host": instance.get("host"),
-            "pid": instance.get("pid"),
-            "boot_id": self.boot_id,
-            "state": self.state(now, stale_after, offline_after),
-            "status": self.beat.get("status"),
-            "last_seen": self.last_seen,
-            "age_s": round(now - self.last_seen, 3),
-            "interval_s": self.interval_s,
-            "seq": self.seq,
-            "beats": self.beats,
-            "lost_beats": self.lost_beats,
-            "restarts": self.restarts,
-            "uptime_s": instance.get("uptime_s"),
-            "metrics": self.beat.get("metrics", {}),
-            "components": (self.beat.get("health") or {}).get("components", {}),
-        }
 
 
 class MonitoringSubscriber:
@@ -113,8 +49,16 @@ class MonitoringSubscriber:
         log_every: float = 60.0,
         probe_interval: float = 5.0,
         socket_timeout: float = 2.0,
+        max_groups: int = 1_000,
+        on_alert: Callable[[Alert], Any] | AlertTracker | None = None,
+        offline_ttl: float | None = DEFAULT_OFFLINE_TTL,
         clock: Callable[[], float] = time.time,
     ):
+        """``on_alert``: called (on a thread of the subscriber's) with an :class:`~.alerts.Alert`
+        for a new error group, a regression, an instance going stale or offline and coming
+        back; a :class:`~.webhook.WebhookNotifier` posts them. An :class:`~.alerts.AlertTracker`
+        of your own sets the limits (and a ``claim`` when several subscribers run).
+        ``offline_ttl``: seconds an offline instance stays in the view (``None``: for ever)."""
         self.redis_client = redis_client or clients.connect(
             redis_url, socket_timeout=socket_timeout
         )
@@ -142,6 +86,14 @@ class MonitoringSubscriber:
         self._log = RateLimitedLog(log, log_every)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self.book = GroupBook(max_groups=max_groups, clock=clock)
+        self.alerts = (
+            on_alert
+            if on_alert is None or isinstance(on_alert, AlertTracker)
+            else AlertTracker(on_alert, clock=clock)
+        )
+        self.offline_ttl = offline_ttl
+        self._watcher: threading.Thread | None = None
         self.subscription = Subscription(
             lambda: self.redis_client,
             [monitoring_channel, errors_channel],
@@ -176,11 +128,41 @@ class MonitoringSubscriber:
         """Listen in a background thread."""
         self._stopped.clear()
         self.subscription.start()
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(
+                target=self._watch, name="tickstock-monitoring-watcher", daemon=True
+            )
+            self._watcher.start()
         return self
+
+    def _watch(self) -> None:
+        """Once a second: stale and offline happen without a message. Alert what changed and
+        purge instances offline for longer than ``offline_ttl``."""
+        while not self._stopped.wait(1.0):
+            try:
+                self.tick()
+            except Exception:
+                self._log.warning("watch", "the subscriber's watcher failed", exc_info=True)
+
+    def tick(self) -> None:
+        """What the watcher does each second (callable directly, e.g. in tests)."""
+        instances = self.instances()
+        if self.offline_ttl is not None:
+            gone = purgeable(instances, self.offline_ttl, self.offline_after)
+            if gone:
+                with self._lock:
+                    for instance_id in gone:
+                        self._instances.pop(instance_id, None)
+                        instances.pop(instance_id, None)
+        if self.alerts is not None:
+            self.alerts.observe_instances(instances)
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopped.set()
         self.subscription.stop(timeout)
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout)
         if self._owns_client:  # its connections now, not when the collector gets to them
             clients.close(self.redis_client)
 
@@ -196,6 +178,8 @@ class MonitoringSubscriber:
                 for view in self._instances.values():
                     view.seq = None
         self.load_latest()
+        if first and self.alerts is not None:  # what is known at start-up is no news
+            self.alerts.observe_instances(self.instances(), notify=False)
 
     def load_latest(self) -> int:
         """Read the latest beat each instance keeps in Redis; return how many were loaded.
@@ -257,6 +241,11 @@ class MonitoringSubscriber:
             self._error_times.append(now)
             self._trim_errors(now)
             self._recent_errors.appendleft({**event, "received_at": now})
+        added = self.book.add(event, now)
+        if self.alerts is not None and (added.new or added.regression):
+            group = self.book.get(added.fingerprint)
+            if group is not None:
+                self.alerts.observe_group(group)
         self._call(self.error_callback, event)  # _call hands the callback a copy
 
     def _trim_errors(self, now: float) -> None:
@@ -315,6 +304,10 @@ class MonitoringSubscriber:
             "recent": recent,
         }
 
+    def groups(self, **query: Any) -> list[dict[str, Any]]:
+        """The error groups seen (``sort``, ``status``, ``limit``: see ``GroupBook.groups``)."""
+        return self.book.groups(**query)
+
     def view(self) -> dict[str, Any]:
         """A JSON-able picture of everything this subscriber knows (what a dashboard serves)."""
         return {
@@ -322,6 +315,8 @@ class MonitoringSubscriber:
             "connected": self.subscription.connected,
             "instances": list(self.instances().values()),
             "errors": self.error_rate(),
+            "groups": self.book.groups(limit=100),
+            "errors_per_minute": self.book.errors_per_minute(),
             "stats": self.stats(),
         }
 
@@ -338,13 +333,6 @@ class MonitoringSubscriber:
             "rejected": rejected,
             "rejected_total": sum(rejected.values()),
             "callback_errors": self.callback_errors,
+            "groups": self.book.stats(),
+            **({"alerts": self.alerts.stats()} if self.alerts is not None else {}),
         }
-
-
-def _positive(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )

@@ -111,6 +111,8 @@ def test_rows_have_the_event_values(database_url: str, make_app: MakeApp) -> Non
             "symbol_count": 102,
             "origin": "explicit",
             "instance_id": instance_id,
+            "fingerprint": events[first]["fingerprint"],
+            "environment": "production",
         },
         "timestamp": datetime.fromtimestamp(events[first]["timestamp"], timezone.utc),
     }
@@ -124,7 +126,10 @@ def test_rows_have_the_event_values(database_url: str, make_app: MakeApp) -> Non
         "error_type": "ZeroDivisionError",
         "origin": "explicit",
         "instance_id": instance_id,
+        "fingerprint": events[second]["fingerprint"],
+        "environment": "production",
     }
+    assert events[first]["fingerprint"] != events[second]["fingerprint"]
     for row in rows:
         assert row["created_at"] is not None
         assert abs((row["created_at"] - row["timestamp"]).total_seconds()) < 60

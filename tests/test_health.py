@@ -43,10 +43,12 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
     assert len(beats) >= 3
     first, second, third = beats[:3]
     assert [b["seq"] for b in beats[:3]] == [1, 2, 3]
+    assert first["environment"] == "production" and "release" not in first  # none configured
     assert set(first) == {
         "type",
         "component",
         "source",
+        "environment",
         "status",
         "timestamp",
         "metrics",

@@ -177,7 +177,7 @@ def test_the_cluster_view_shows_every_process_and_loses_a_dead_one(beaters, redi
             "instance_id": proc.name,
             "component": proc.component,
             "release": "",
-            "environment": "",
+            "environment": "production",  # every beat says its environment now
         }
         assert value(samples, "tickstock_instance_up", **labels) == 1
         assert value(samples, "tickstock_instance_state", state="up", **labels) == 1
