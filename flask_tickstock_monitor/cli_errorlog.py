@@ -4,6 +4,7 @@ SQLAlchemy is imported only by these commands, when they run."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -119,4 +120,66 @@ def prune_command(older_than: timedelta) -> None:
     click.echo(f"Deleted {deleted} error{'s' if deleted != 1 else ''} from error_logs.")
 
 
-errorlog_commands = (init_db_command, errors_command, prune_command)
+# --- error groups (errorgroups.py) ---------------------------------------------------------------
+
+
+@click.command("groups")
+@click.option("--since", type=Duration(), default=None, help="Only groups seen this recently.")
+@click.option(
+    "--status", type=click.Choice(["open", "resolved", "ignored"]), default=None, help="Only these."
+)
+@click.option("--sort", type=click.Choice(["last_seen", "count"]), default="last_seen")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_appcontext
+def groups_command(
+    since: timedelta | None, status: str | None, sort: str, limit: int, as_json: bool
+) -> None:
+    """Print the error groups in the error log: one line per distinct error, with its count."""
+    errorlog = current_errorlog()
+    try:
+        groups = errorlog.groups(since=since, status=status, sort=sort, limit=limit)
+    except Exception as exc:
+        raise _database_failed(errorlog, exc) from None
+    for group in groups:
+        if as_json:
+            click.echo(json.dumps(group, sort_keys=True, default=str))
+            continue
+        marks = "".join(f" [{mark}]" for mark in ("new", "regression") if group.get(mark)) + (
+            "" if group["status"] == "open" else f" [{group['status']}]"
+        )
+        last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(group["last_seen"]))
+        click.echo(
+            f"{group['fingerprint']}  {group['count']:>7}x  last {last}Z"
+            f"  {group['message'][:120]}{marks}"
+        )
+    if not groups and not as_json:
+        click.echo("No error groups found.")
+
+
+def _status_command(name: str, status: str, done: str) -> click.Command:
+    @click.command(name, help=f"Mark an error group {done} (by its fingerprint).")
+    @click.argument("fingerprint")
+    @with_appcontext
+    def command(fingerprint: str) -> None:
+        errorlog = current_errorlog()
+        try:
+            found = errorlog.set_group_status(fingerprint.strip().lower(), status)
+        except Exception as exc:
+            raise _database_failed(errorlog, exc) from None
+        if not found:
+            raise click.ClickException(f"No error group {fingerprint!r} in the error log.")
+        click.echo(f"Error group {fingerprint} is {done}.")
+
+    return command
+
+
+errorlog_commands = (
+    init_db_command,
+    errors_command,
+    prune_command,
+    groups_command,
+    _status_command("resolve", "resolved", "resolved"),
+    _status_command("ignore", "ignored", "ignored"),
+    _status_command("reopen", "open", "open again"),
+)
