@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.registry import Collector
 
 from . import events
-from .constants import latest_key
+from .constants import CHANNEL_MONITORING, latest_key
 from .metrics import PREFIX, Families, beat_health, identity, is_number
 from .staleness import (
     CONDITIONS,
@@ -108,7 +108,7 @@ class ClusterCollector(Collector):
     def __init__(
         self,
         client: Callable[[], Any],
-        channel: str = "tickstock:monitoring",
+        channel: str = CHANNEL_MONITORING,
         *,
         groups: Groups | None = None,
         stale_after: float = DEFAULT_STALE_AFTER,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from conftest import wait_for
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
@@ -135,8 +136,7 @@ def test_the_subscriber_groups_what_it_receives(redis_server, make_app):
                 monitor.capture_exception(app=app)
         monitor.publish_error("disk full", app=app)
         assert monitor.flush(5, app=app)
-        deadline_ok = _wait(lambda: subscriber.stats()["errors_received"] == 4)
-        assert deadline_ok
+        assert wait_for(lambda: subscriber.stats()["errors_received"] == 4)
         groups = {g["error_type"] or g["message"]: g for g in subscriber.groups()}
         assert groups["ZeroDivisionError"]["count"] == 3 and groups["ZeroDivisionError"]["new"]
         assert groups["disk full"]["count"] == 1
@@ -174,14 +174,3 @@ def test_the_durable_log_counts_groups_and_the_cli_resolves_them(redis_server, m
     assert again["status"] == "open" and again["regression"] and again["count"] == 4
     missing = runner.invoke(tickstock, ["ignore", "0000000000000000"])
     assert missing.exit_code != 0 and "No error group" in missing.output
-
-
-def _wait(predicate, timeout=5.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
