@@ -2,7 +2,7 @@
 error group, a regression.
 
 :class:`AlertTracker` is fed the instances (``MonitoringSubscriber.instances()``) and the error
-groups (the SHAPES.md form) and hands each alert to ``on_alert`` (e.g. a
+groups (the form of docs/error-groups.md) and hands each alert to ``on_alert`` (e.g. a
 :class:`~.webhook.WebhookNotifier`) once per change of state:
 
 - an instance's alert is about its condition (up, stale, offline) against the last one alerted:

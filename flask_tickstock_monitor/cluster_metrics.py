@@ -100,7 +100,7 @@ class ClusterCollector(Collector):
 
     :param client: returns the Redis client to read with (e.g. ``state.client``).
     :param channel: the monitoring channel whose ``<channel>:latest:*`` keys hold the beats.
-    :param groups: returns the error groups in the SHAPES.md form (e.g.
+    :param groups: returns the error groups in the form of docs/error-groups.md (e.g.
         ``MonitoringSubscriber.groups``); the ``max_groups`` last seen are exported.
     :param offline_ttl: seconds an instance is still exported once offline.
     """
@@ -276,7 +276,7 @@ def events_last_5m(group: Mapping[str, Any], now: float) -> float | None:
     if not isinstance(series, list) or not all(is_number(n) for n in series):
         return None
     start = group.get("series_start")
-    if not is_number(start):  # no anchor: series[-1] is the current minute (SHAPES.md)
+    if not is_number(start):  # no anchor: series[-1] is the current minute (docs/error-groups.md)
         return float(sum(series[-5:]))
     current = int((now - start) // 60)
     return float(sum(series[max(0, current - 4) : max(0, current + 1)]))

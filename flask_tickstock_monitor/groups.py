@@ -222,7 +222,7 @@ class GroupBook:
     def groups(
         self, sort: str = "last_seen", status: str | None = None, limit: int | None = 100
     ) -> list[dict[str, Any]]:
-        """Groups as dicts (see SHAPES.md), most recent (or most counted) first."""
+        """Groups as dicts (see docs/error-groups.md), most recent (or most counted) first."""
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
         if status is not None and status not in STATUSES:

@@ -1,5 +1,5 @@
-"""The keys of a group, as SHAPES.md gives them: what GroupBook.groups() and the durable log's
-list_groups() both return, and what the dashboard serves under view()["groups"]."""
+"""The keys of a group, as docs/error-groups.md gives them: what GroupBook.groups() and the
+durable log's list_groups() both return, and what the dashboard serves under view()["groups"]."""
 
 SHAPE_KEYS = frozenset(
     {

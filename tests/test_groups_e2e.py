@@ -4,9 +4,12 @@ log record extras, trace ids, and the groups a subscriber and the durable log ke
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import pytest
 from conftest import wait_for
+from groupshape import SHAPE_KEYS
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
@@ -174,3 +177,13 @@ def test_the_durable_log_counts_groups_and_the_cli_resolves_them(redis_server, m
     assert again["status"] == "open" and again["regression"] and again["count"] == 4
     missing = runner.invoke(tickstock, ["ignore", "0000000000000000"])
     assert missing.exit_code != 0 and "No error group" in missing.output
+
+
+def test_the_documented_group_shape_is_the_served_one():
+    doc = (Path(__file__).parent.parent / "docs" / "error-groups.md").read_text()
+    table = doc.split("## A group", 1)[1].split("###", 1)[0]
+    documented = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            documented.update(re.findall(r"`(\w+)`", line.split("|")[1]))
+    assert documented == SHAPE_KEYS
