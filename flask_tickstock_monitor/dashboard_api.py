@@ -47,6 +47,7 @@ def reply(body: Any, status: int = 200) -> Response:
     """JSON (orjson when installed: the view is served every second), never cached."""
     response = Response(events.dumps(body), status, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
