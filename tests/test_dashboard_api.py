@@ -116,7 +116,7 @@ class Dash:
         assert wait_for(lambda: self.subscriber.health_received >= expected)
 
 
-# --- the page and the view -------------------------------------------------------------------
+# --- the page and the view ---------------------------------------------------------------
 
 
 def test_the_page_has_one_config_with_the_urls_token_and_socket(dash):
@@ -256,7 +256,7 @@ def test_bad_parameters_are_a_400_naming_them(dash, path, params, message):
         assert status == 400 and body["error"].startswith(message), body
 
 
-# --- groups, memory ------------------------------------------------------------------------------
+# --- groups, memory --------------------------------------------------------------------------
 
 
 def test_groups_from_memory_with_their_detail(dash):
@@ -304,7 +304,7 @@ def test_a_group_shows_at_most_20_events(dash):
     assert [e["context"]["n"] for e in detail["events"]] == list(range(24, 4, -1))
 
 
-# --- actions and CSRF ----------------------------------------------------------------------------
+# --- actions and CSRF ------------------------------------------------------------------------
 
 
 def test_actions_need_the_durable_log_409(dash):
@@ -318,7 +318,7 @@ def test_actions_need_the_durable_log_409(dash):
     assert (status, body) == (403, {"error": "csrf"})  # CSRF is checked first
 
 
-# --- the durable log -------------------------------------------------------------------------------
+# --- the durable log ---------------------------------------------------------------------------
 
 
 def write_through_the_app(d: Dash, messages: list[tuple[str, str]]) -> None:
@@ -435,7 +435,7 @@ def page_through(d: Dash, limit: int, between: Callable[[], None] | None = None)
             between()
 
 
-# --- errors paged from memory ----------------------------------------------------------------------
+# --- errors paged from memory ------------------------------------------------------------------
 
 
 def test_memory_errors_page_without_duplicates_or_gaps_while_more_arrive(dash):
@@ -465,7 +465,7 @@ def test_the_memory_of_errors_is_bounded_in_count_and_bytes():
     assert store.stats()["bytes"] <= 64 * 1024 and len(store) < 20
 
 
-# --- instance series -----------------------------------------------------------------------------
+# --- instance series -------------------------------------------------------------------------
 
 
 def test_instance_series_over_the_last_hour(dash):
@@ -509,7 +509,7 @@ def test_many_beats_in_one_bucket_keep_the_latest():
     assert store.series("web-1", 1010.0) == {"m": [[1003.6, 9]]}
 
 
-# --- the guard and hostile text ----------------------------------------------------------------
+# --- the guard and hostile text ------------------------------------------------------------
 
 
 def test_every_endpoint_is_behind_the_auth_guard(dash):
