@@ -11,7 +11,6 @@ through Flask's test client (routing, the auth guard, building the body, JSON): 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -24,7 +23,7 @@ from flask import Flask
 from flask_tickstock_monitor import TickStockMonitor, errordb, events
 from flask_tickstock_monitor.errorgroups import insert_with_groups
 
-from .common import median, percentile, redis_server
+from .common import median, percentile, redis_server, scale_arguments
 from .metrics_scrape import real_beat
 
 GROUPS = 50
@@ -162,10 +161,7 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=200)
-    parser.add_argument("--count", type=int, default=200)
-    args = parser.parse_args()
+    args = scale_arguments(__doc__)
     result = run(args.instances, args.count)
     print(f"{result['requests']} requests each, {result['instances']} instances, 50 groups:")
     for key, (label, target) in LABELS.items():
