@@ -236,8 +236,8 @@ class GroupBook:
         limit: int | None = 100,
         where: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """Groups as dicts (see SHAPES.md), most recent (or most counted) first; ``where``:
-        only the groups (as dicts) it accepts."""
+        """Groups as dicts (see docs/error-groups.md), most recent (or most counted) first;
+        ``where``: only the groups (as dicts) it accepts."""
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
         if status is not None and status not in STATUSES:
