@@ -1,183 +1,506 @@
-// The TickStock monitor dashboard. Everything received is shown with textContent, never as HTML.
-"use strict";
+// The TickStock monitor dashboard: state, data (the JSON API, Socket.IO or polling), filters
+// in the URL, and rendering batched to animation frames. Everything received is shown with
+// textContent, never as HTML (see dashboard-text.js).
+
+import { RateChart } from "./dashboard-charts.js";
+import { instanceTable, byState, fromBeat } from "./dashboard-instances.js";
+import { BoundedMap } from "./dashboard-lists.js";
+import { el, setClass, setText, visible } from "./dashboard-text.js";
+import { connectLive } from "./dashboard-live.js";
+import { SKEW_S, errorFeed, groupTable, invalidationFeed, renderDetail } from "./dashboard-views.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
-const state = { view: null, errors: [], invalidations: [], live: false };
-const MAX_ITEMS = 100;
+const urls = config.urls || {};
+const FILTERS = ["severity", "component", "instance", "release", "environment"];
+const PAGE = 100; // errors shown at first, and fetched per "older" page
+const MAX_ERRORS = 1000; // errors kept in memory at most (paging back stops there)
+const MAX_INVALIDATIONS = 100;
+const MAX_OPEN = 4; // instances opened at once (each draws charts)
+const RENDER_GAP_MS = 200; // at most five renders a second, however many messages arrive
+const $ = (id) => document.getElementById(id);
 
-function el(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  if (className) node.className = className;
-  return node;
-}
+const state = {
+  filters: readFilters(),
+  view: null,
+  offset: 0, // server clock minus ours (seconds)
+  instances: new Map(),
+  errors: new BoundedMap(MAX_ERRORS),
+  cap: PAGE,
+  older: { next: undefined, busy: false, done: false, error: "" },
+  groups: [],
+  groupSource: "",
+  invalidations: [],
+  detail: null,
+  open: new Set(),
+  series: new Map(),
+  live: false,
+  connected: true,
+  paused: false,
+  missed: 0,
+  version: 0,
+};
 
-function ago(ts) {
-  if (!ts) return "never";
-  const s = Math.max(0, Date.now() / 1000 - ts);
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  return `${Math.floor(s / 3600)} h ago`;
-}
+const serverNow = () => Date.now() / 1000 + state.offset;
 
-function duration(seconds) {
-  if (typeof seconds !== "number") return "–";
-  if (seconds < 120) return `${Math.round(seconds)} s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
-  return `${(seconds / 3600).toFixed(1)} h`;
-}
+// --- filters in the URL ------------------------------------------------------------------
 
-function clock(ts) {
-  return typeof ts === "number" ? new Date(ts * 1000).toLocaleTimeString() : "";
-}
-
-function renderInstances() {
-  const body = document.querySelector("#instances tbody");
-  const instances = (state.view && state.view.instances) || [];
-  body.replaceChildren(...instances.map((inst) => {
-    const row = el("tr");
-    row.dataset.instance = inst.id;
-    const name = el("td", inst.id);
-    if (inst.id === state.view.this_instance) name.append(el("small", " (this page)"));
-    row.append(name, el("td", inst.component));
-    const stateCell = el("td");
-    stateCell.append(el("span", inst.state, `pill ${inst.state}`));
-    row.append(stateCell, el("td", ago(inst.last_seen)), el("td", duration(inst.uptime_s)));
-    const metrics = el("td", null, "metrics");
-    for (const [key, value] of Object.entries(inst.metrics || {})) {
-      metrics.append(el("span", `${key}: ${value}`));
-    }
-    row.append(metrics, el("td", `${inst.beats} (${inst.lost_beats} / ${inst.restarts})`));
-    return row;
-  }));
-  document.getElementById("no-instances").hidden = instances.length > 0;
-}
-
-function errorItem(error) {
-  const item = el("li", null, error.severity);
-  const head = el("div");
-  head.append(el("span", error.severity, "sev"), " ",
-              el("strong", error.component || error.source), " ",
-              el("span", error.error_type || ""));
-  item.append(head, el("div", error.message, "message"),
-              el("div", `${clock(error.timestamp)} · ${error.source} · ${error.error_id}`, "meta"));
-  if (error.traceback) {
-    const details = el("details");
-    details.append(el("summary", "traceback"), el("pre", error.traceback));
-    item.append(details);
+function readFilters() {
+  const params = new URLSearchParams(location.search);
+  const filters = { q: params.get("q") || "", status: params.get("status") || "",
+                    group: params.get("group") || "" };
+  for (const name of FILTERS) {
+    filters[name] = params.getAll(name).flatMap((v) => v.split(",")).filter(Boolean);
   }
-  return item;
+  return filters;
 }
 
-function invalidationItem(inv) {
-  const item = el("li", null, "invalidation");
-  const what = inv.action === "clear" ? "cleared" : `keys ${(inv.keys || []).join(", ")}`;
-  item.append(el("div", `${inv.cache}: ${what}${inv.scope ? ` (scope ${inv.scope})` : ""}`),
-              el("div", `${clock(inv.timestamp)} · ${inv.reason ? `gap: ${inv.reason}` :
-                 inv.local ? "local" : `from ${inv.origin || "?"}`} · applied to ` +
-                 `${(inv.caches || []).join(", ") || "nothing"}`, "meta"));
-  return item;
+function query(extra = {}) {
+  const params = new URLSearchParams();
+  for (const name of FILTERS) if (state.filters[name].length) params.set(name, state.filters[name].join(","));
+  if (state.filters.q) params.set("q", state.filters.q);
+  for (const [k, v] of Object.entries(extra)) if (v !== undefined && v !== "") params.set(k, v);
+  return params;
 }
 
-function renderList(id, items, render) {
-  document.getElementById(id).replaceChildren(...items.slice(0, MAX_ITEMS).map(render));
-  document.getElementById(`no-${id}`).hidden = items.length > 0;
+function writeUrl() {
+  const params = query({ status: state.filters.status, group: state.filters.group });
+  const search = params.toString();
+  history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}`);
 }
+
+function has(values, value) {
+  return values.length === 0 || values.includes(String(value ?? ""));
+}
+
+function hasAny(values, counts, single) {
+  if (values.length === 0) return true;
+  if (single !== undefined && values.includes(String(single))) return true;
+  return values.some((v) => counts && Object.hasOwn(counts, v));
+}
+
+function text(value) {
+  return String(value ?? "").toLowerCase();
+}
+
+function errorMatches(e) {
+  const f = state.filters;
+  const q = f.q.toLowerCase();
+  return has(f.severity, e.severity) && has(f.component, e.component) &&
+    has(f.instance, e.instance_id ?? e.source) && has(f.release, e.release) &&
+    has(f.environment, e.environment ?? "production") &&
+    (!q || text(e.message).includes(q) || text(e.error_type).includes(q) ||
+     text(e.fingerprint).includes(q));
+}
+
+function groupMatches(g) {
+  const f = state.filters;
+  const q = f.q.toLowerCase();
+  return hasAny(f.severity, g.severities, g.severity ?? g.last_event?.severity) &&
+    hasAny(f.component, g.components) && hasAny(f.instance, g.instances) &&
+    hasAny(f.release, g.releases) && hasAny(f.environment, g.environments) &&
+    (!f.status || (g.status ?? "open") === f.status) &&
+    (!q || text(g.message).includes(q) || text(g.error_type).includes(q) ||
+     text(g.fingerprint).includes(q));
+}
+
+function instanceMatches(inst) {
+  const f = state.filters;
+  return has(f.instance, inst.id) && has(f.component, inst.component);
+}
+
+// --- rendering, batched --------------------------------------------------------------------
+
+const dirty = new Set();
+let scheduled = false;
+let lastRender = 0;
+
+function mark(...regions) {
+  for (const region of regions) dirty.add(region);
+  if (scheduled) return;
+  scheduled = true;
+  const wait = Math.max(0, RENDER_GAP_MS - (performance.now() - lastRender));
+  setTimeout(() => requestAnimationFrame(render), wait);
+}
+
+const views = {
+  instances: instanceTable($("instances-body"), {
+    open: state.open, series: state.series, now: serverNow,
+    get thisInstance() { return state.view?.this_instance; },
+    onToggle: toggleInstance,
+  }),
+  groups: groupTable($("groups-body"), selectGroup, () => state.filters.group),
+  errors: errorFeed($("errors"), selectGroup),
+  invalidations: invalidationFeed($("invalidations")),
+  chart: new RateChart($("rate-chart")),
+};
 
 function render() {
-  if (!state.view) return;
-  renderInstances();
-  renderList("errors", state.errors, errorItem);
-  renderList("invalidations", state.invalidations, invalidationItem);
-  const rate = state.view.errors || {};
-  document.getElementById("error-rate").textContent =
-    `${rate.count || 0} in the last ${Math.round((rate.window_s || 0) / 60)} min`;
-  const instances = state.view.instances || [];
-  const down = instances.filter((i) => i.state !== "healthy").length;
-  document.getElementById("summary").textContent =
-    `${instances.length} instance(s), ${down} not healthy`;
-  const link = document.getElementById("link");
-  const connected = state.view.connected;
-  link.textContent = !connected ? "Redis unreachable" : state.live ? "live" : "polling";
-  link.className = `pill ${!connected ? "down" : state.live ? "live" : "polling"}`;
+  scheduled = false;
+  lastRender = performance.now();
+  const regions = new Set(dirty);
+  dirty.clear();
+  if (regions.has("instances")) {
+    const shown = [...state.instances.values()].filter(instanceMatches).sort(byState);
+    $("no-instances").hidden = views.instances.sync(shown) > 0;
+    const down = shown.filter((i) => i.state !== "healthy").length;
+    setText($("summary"), `${shown.length} instance(s), ${down} not healthy`);
+  }
+  if (regions.has("ages")) views.instances.refresh([...state.instances.values()]);
+  if (regions.has("errors")) renderErrors();
+  if (regions.has("groups")) {
+    const shown = state.groups.filter(groupMatches).slice(0, 100);
+    $("no-groups").hidden = views.groups.sync(shown) > 0;
+    setText($("groups-source"), state.groupSource ? `from ${state.groupSource}` : "");
+  }
+  if (regions.has("invalidations")) {
+    $("no-invalidations").hidden = views.invalidations.sync(state.invalidations) > 0;
+  }
+  if (regions.has("chart") && state.view) views.chart.set(state.view.errors_per_minute);
+  if (regions.has("detail")) {
+    renderDetail($("detail"), state.detail, {
+      durable: Boolean(config.durable), act: groupAction, close: () => selectGroup(""),
+    });
+  }
+  if (regions.has("filters")) renderFilters();
+  renderHeader();
 }
 
-function mergeById(fresh, known, key) {
-  // Keep events pushed over Socket.IO that the view has not caught up with yet.
-  const seen = new Set(fresh.map((item) => item[key]));
-  const extra = known.filter((item) => item[key] && !seen.has(item[key]));
-  return extra.concat(fresh).sort((a, b) => (b.timestamp || 0) - (a.timestamp || 0));
+function renderErrors() {
+  const all = [...state.errors.values()].sort((a, b) => b.received_at - a.received_at);
+  while (all.length > MAX_ERRORS) state.errors.delete(all.pop().error_id);
+  const shown = all.filter(errorMatches).slice(0, state.cap);
+  $("no-errors").hidden = views.errors.sync(shown) > 0;
+  const older = state.older;
+  const button = $("older");
+  button.disabled = older.busy || older.done || state.cap >= MAX_ERRORS;
+  setText(button, older.busy ? "loading…" : older.done ? "no older errors" :
+    state.cap >= MAX_ERRORS ? `the newest ${MAX_ERRORS} are kept` : "older errors");
+  setText($("older-note"), older.error);
+}
+
+function renderHeader() {
+  const rate = state.view?.errors || {};
+  setText($("error-rate"), `${rate.count ?? 0} in the last ${Math.round((rate.window_s || 0) / 60)} min`);
+  const link = $("link");
+  const word = state.paused ? "paused" : !state.connected ? "Redis unreachable" :
+    state.live ? "live" : "polling";
+  setText(link, word);
+  setClass(link, `pill ${state.paused ? "paused" : !state.connected ? "down" : state.live ? "live" : "polling"}`);
+  setText($("pause"), state.paused ? "resume" : "pause");
+  $("pause").setAttribute("aria-pressed", String(state.paused));
+  setText($("missed"), state.paused && state.missed ? `${state.missed} update(s) held back` : "");
+}
+
+function renderFilters() {
+  const facets = state.view?.facets || {};
+  for (const name of FILTERS) {
+    const select = $(`filter-${name}`);
+    const values = new Set([...(facets[name] || []).slice(0, 200).map(String), ...state.filters[name]]);
+    const wanted = ["", ...[...values].sort()];
+    const current = [...select.options].map((o) => o.value);
+    if (current.join("\u0000") !== wanted.join("\u0000")) {
+      select.replaceChildren(...wanted.map((v) => {
+        const option = el("option", v === "" ? `all ${name}s` : visible(v), null);
+        option.value = v;
+        return option;
+      }));
+    }
+    select.value = state.filters[name][0] ?? "";
+  }
+  const search = $("filter-q");
+  if (document.activeElement !== search) search.value = state.filters.q;
+  $("filter-status").value = state.filters.status;
+}
+
+// --- data ----------------------------------------------------------------------------------
+
+async function getJson(url, options = {}) {
+  const response = await fetch(url, { cache: "no-store", credentials: "same-origin", ...options });
+  let body = null;
+  try { body = await response.json(); } catch { /* not JSON */ }
+  if (!response.ok) {
+    const error = new Error(body?.error ? visible(body.error) : `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function fill(template, values) {
+  return template.replace(/__([A-Z]+)__/g, (_, name) => encodeURIComponent(values[name] ?? ""));
+}
+
+function bump(item) {
+  state.version += 1;
+  item.version = state.version;
+  return item;
+}
+
+function addError(error, receivedAt) {
+  if (!error || typeof error !== "object") return;
+  const e = { ...error };
+  e.error_id = String(e.error_id ?? `${receivedAt}:${state.version}`);
+  if (typeof e.received_at !== "number") e.received_at = receivedAt ?? serverNow();
+  if (e.skewed === undefined && typeof e.timestamp === "number") {
+    e.skewed = Math.abs(e.timestamp - e.received_at) > SKEW_S;
+  }
+  if (!state.errors.has(e.error_id)) state.errors.set(e.error_id, e);
+}
+
+function applyView(view) {
+  state.view = view;
+  state.connected = view.connected !== false;
+  state.offset = (view.now ?? view.generated_at ?? Date.now() / 1000) - Date.now() / 1000;
+  const seen = new Set();
+  for (const inst of view.instances || []) {
+    const id = String(inst.id);
+    seen.add(id);
+    state.instances.set(id, bump({ ...inst, id }));
+  }
+  for (const id of state.instances.keys()) if (!seen.has(id)) state.instances.delete(id);
+  while (state.instances.size > 5000) state.instances.delete(state.instances.keys().next().value);
+  for (const error of view.errors?.recent || []) addError(error);
+  state.invalidations = (view.invalidations || []).slice(0, MAX_INVALIDATIONS);
+  if (!urls.groups) setGroups(view.groups || [], "memory");
+  mark("instances", "errors", "invalidations", "chart", "filters");
+}
+
+function setGroups(groups, source) {
+  state.groups = groups.slice(0, 500);
+  state.groupSource = source;
+  mark("groups");
 }
 
 async function refresh() {
+  if (state.paused) return;
   try {
-    const response = await fetch(config.view, { cache: "no-store", credentials: "same-origin" });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const view = await response.json();
-    state.view = view;
-    state.errors = mergeById((view.errors && view.errors.recent) || [], state.errors, "error_id");
-    state.invalidations = view.invalidations || [];
-  } catch (err) {
-    if (state.view) state.view.connected = false;
+    const view = await getJson(`${urls.view}?${query()}`);
+    if (!state.paused) applyView(view);
+  } catch {
+    state.connected = false;
+    mark("header");
   }
-  render();
+  if (urls.groups && !state.paused) {
+    try {
+      const body = await getJson(`${urls.groups}?${query({ status: state.filters.status, limit: 100 })}`);
+      setGroups(body.groups || [], body.source || "");
+    } catch {
+      if (state.view) setGroups(state.view.groups || [], "memory");
+    }
+  }
 }
 
-let pending = null;
-function refreshSoon() {
-  if (pending === null) pending = setTimeout(() => { pending = null; refresh(); }, 150);
+async function loadOlder() {
+  const older = state.older;
+  if (older.busy || older.done || !urls.errors) {
+    if (!urls.errors) older.error = "paging back needs the server's api/errors";
+    mark("errors");
+    return;
+  }
+  // The first page starts at the oldest error shown that has a cursor (the view's memory
+  // cursors; none with the durable log, whose pages start from its newest row).
+  let before = older.next;
+  if (before === undefined && !config.durable) {
+    const paged = [...state.errors.values()].filter((e) => typeof e.cursor === "string" && errorMatches(e));
+    paged.sort((a, b) => a.received_at - b.received_at);
+    before = paged[0]?.cursor;
+  }
+  older.busy = true;
+  mark("errors");
+  try {
+    const body = await getJson(`${urls.errors}?${query({ before, limit: PAGE })}`);
+    for (const error of body.errors || []) addError(error, error.received_at ?? error.timestamp);
+    older.next = body.next_before ?? null;
+    older.done = !body.next_before || !(body.errors || []).length;
+    state.cap = Math.min(MAX_ERRORS, state.cap + PAGE);
+    older.error = "";
+  } catch (err) {
+    older.error = `could not load older errors: ${err.message}`;
+  }
+  older.busy = false;
+  mark("errors");
 }
+
+async function loadDetail() {
+  const fingerprint = state.filters.group;
+  if (!fingerprint) { state.detail = null; mark("detail"); return; }
+  const detail = state.detail?.fingerprint === fingerprint ? state.detail : { fingerprint };
+  state.detail = detail;
+  try {
+    if (!urls.group) throw new Error("no group endpoint");
+    const body = await getJson(fill(urls.group, { FP: fingerprint }));
+    Object.assign(detail, { group: body.group, events: body.events || [] });
+  } catch (err) {
+    const group = state.groups.find((g) => String(g.fingerprint) === fingerprint);
+    const events = [...state.errors.values()].filter((e) => String(e.fingerprint) === fingerprint);
+    Object.assign(detail, { group: group || detail.group, events: events.slice(0, 20),
+                            error: group ? "" : visible(err.message) });
+  }
+  mark("detail");
+}
+
+async function groupAction(action) {
+  const detail = state.detail;
+  if (!detail || !urls.group_action) return;
+  detail.busy = true;
+  detail.error = "";
+  mark("detail");
+  try {
+    const body = await getJson(fill(urls.group_action, { FP: detail.fingerprint, ACTION: action }), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": config.csrf_token || "" },
+      body: "{}",
+    });
+    if (body?.group) detail.group = body.group;
+    await refresh();
+  } catch (err) {
+    detail.error = `${action} failed: ${err.message}`;
+  }
+  detail.busy = false;
+  mark("detail");
+}
+
+function selectGroup(fingerprint) {
+  state.filters.group = fingerprint || "";
+  writeUrl();
+  if (!fingerprint) state.detail = null;
+  mark("detail", "groups");
+  if (fingerprint) {
+    loadDetail();
+    $("detail").scrollIntoView({ block: "nearest" });
+  }
+}
+
+async function loadSeries(id) {
+  if (!urls.instance_series) {
+    state.series.set(id, { error: "charts need the server's api/instances/…/series", version: Infinity });
+  } else {
+    try {
+      const body = await getJson(fill(urls.instance_series, { ID: id }));
+      state.series.set(id, { metrics: body.metrics || {}, version: Date.now() });
+    } catch (err) {
+      state.series.set(id, { error: `no series: ${err.message}`, version: Date.now() });
+    }
+  }
+  const inst = state.instances.get(id);
+  if (inst) bump(inst);
+  mark("instances");
+}
+
+function toggleInstance(id) {
+  if (state.open.has(id)) {
+    state.open.delete(id);
+    state.series.delete(id);
+  } else {
+    state.open.add(id);
+    if (state.open.size > MAX_OPEN) {
+      const first = state.open.values().next().value;
+      state.open.delete(first);
+      state.series.delete(first);
+      const closed = state.instances.get(first);
+      if (closed) bump(closed);
+    }
+    loadSeries(id);
+  }
+  const inst = state.instances.get(id);
+  if (inst) bump(inst);
+  mark("instances");
+}
+
+// --- live updates --------------------------------------------------------------------------
 
 const handlers = {
   tickstock_error(error) {
-    if (!state.errors.some((e) => e.error_id === error.error_id)) state.errors.unshift(error);
-    render();
-    refreshSoon();
+    const now = serverNow();
+    addError(error, now);
+    const group = state.groups.find((g) => g.fingerprint && g.fingerprint === error.fingerprint);
+    if (group) {
+      group.count = (group.count ?? 0) + 1;
+      group.last_seen = now;
+      mark("groups");
+    }
+    mark("errors");
   },
-  tickstock_health() { refreshSoon(); },
-  cache_invalidated(inv) { state.invalidations.unshift(inv); render(); },
+  tickstock_health(beat) {
+    const id = String(beat?.instance?.id ?? "");
+    if (!id) return;
+    state.instances.set(id, bump(fromBeat(beat, state.instances.get(id), serverNow())));
+    mark("instances");
+  },
+  cache_invalidated(inv) {
+    state.invalidations = [inv, ...state.invalidations].slice(0, MAX_INVALIDATIONS);
+    mark("invalidations");
+  },
 };
 
-// A minimal Socket.IO client (Engine.IO 4 over a WebSocket): enough to receive events.
-function connectSocket(info) {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  let ws;
-  try {
-    ws = new WebSocket(`${scheme}//${location.host}${info.path}?EIO=4&transport=websocket`);
-  } catch (err) {
-    return;
-  }
-  const ns = info.namespace;
-  ws.onmessage = (message) => {
-    const data = message.data;
-    if (typeof data !== "string") return;
-    if (data[0] === "0") ws.send(ns === "/" ? "40" : `40${ns},`);
-    else if (data[0] === "2") ws.send("3");
-    else if (data[0] === "4") {
-      const kind = data[1];
-      let rest = data.slice(2);
-      if (rest.startsWith("/")) {
-        const comma = rest.indexOf(",");
-        if (rest.slice(0, comma) !== ns) return;
-        rest = rest.slice(comma + 1);
-      } else if (ns !== "/") return;
-      if (kind === "0") { state.live = true; refresh(); }
-      else if (kind === "4") ws.close();
-      else if (kind === "2") {
-        const [event, payload] = JSON.parse(rest.slice(rest.indexOf("[")));
-        if (Object.hasOwn(handlers, event)) handlers[event](payload);
-      }
-    }
-  };
-  ws.onclose = () => {
-    state.live = false;
-    render();
-    setTimeout(() => connectSocket(info), 3000);
-  };
+function onEvent(name, payload) {
+  if (state.paused) { state.missed += 1; mark("header"); return; }
+  if (Object.hasOwn(handlers, name) && payload && typeof payload === "object") handlers[name](payload);
 }
 
-refresh();
-if (config.socket.available && "WebSocket" in window) connectSocket(config.socket);
-// Polls every second without Socket.IO; with it, refreshes ages and stale/offline states.
-setInterval(() => { if (!state.live) refresh(); }, 1000);
-setInterval(() => { if (state.live) refresh(); }, 5000);
+function onLive(live) {
+  state.live = live;
+  if (live) refresh();
+  mark("header");
+}
+
+// --- controls ------------------------------------------------------------------------------
+
+function filtersChanged() {
+  writeUrl();
+  state.errors.clear();
+  state.cap = PAGE;
+  state.older = { next: undefined, busy: false, done: false, error: "" };
+  mark("errors", "groups", "instances", "filters");
+  refresh();
+}
+
+for (const name of FILTERS) {
+  $(`filter-${name}`).addEventListener("change", (e) => {
+    state.filters[name] = e.target.value ? [e.target.value] : [];
+    filtersChanged();
+  });
+}
+let typing = 0;
+$("filter-q").addEventListener("input", (e) => {
+  clearTimeout(typing);
+  typing = setTimeout(() => { state.filters.q = e.target.value; filtersChanged(); }, 250);
+});
+$("filter-status").addEventListener("change", (e) => { state.filters.status = e.target.value; filtersChanged(); });
+$("filter-clear").addEventListener("click", () => {
+  for (const name of FILTERS) state.filters[name] = [];
+  Object.assign(state.filters, { q: "", status: "" });
+  filtersChanged();
+});
+$("pause").addEventListener("click", () => {
+  state.paused = !state.paused;
+  state.missed = 0;
+  if (!state.paused) refresh();
+  mark("header");
+});
+$("older").addEventListener("click", loadOlder);
+$("filters").addEventListener("submit", (e) => e.preventDefault());
+window.addEventListener("resize", () => views.chart.resize());
+
+// --- start -----------------------------------------------------------------------------------
+
+mark("filters");
+refresh().then(() => { if (state.filters.group) loadDetail(); });
+connectLive(config.socket || {}, { onEvent, onLive });
+// Without a live link, poll the view; with one, refresh the whole view now and then (groups,
+// rates, staleness) while the events keep the page current in between.
+const pollMs = Math.max(250, Number(config.poll_ms) || 1000);
+let lastPoll = 0;
+setInterval(() => {
+  const due = state.live ? 5000 : pollMs;
+  if (Date.now() - lastPoll >= due - 50) {
+    lastPoll = Date.now();
+    refresh();
+  }
+}, pollMs);
+setInterval(() => {
+  if (!state.paused) mark("ages");
+  for (const id of state.open) {  // each open instance's charts, every ten seconds
+    if (!state.paused && Date.now() - (state.series.get(id)?.version ?? 0) > 10000) loadSeries(id);
+  }
+}, 1000);

@@ -1,0 +1,158 @@
+// The instances table: sorted by state (unhealthy, offline, stale, degraded first), in a box
+// that scrolls on its own; a row opens to the instance's health components and its charts.
+
+import { metricCharts } from "./dashboard-charts.js";
+import { KeyedList } from "./dashboard-lists.js";
+import { ago, cut, duration, el, num, setClass, setText, visible } from "./dashboard-text.js";
+
+const RANK = { unhealthy: 0, offline: 1, stale: 2, degraded: 3, unknown: 4, healthy: 5 };
+
+export function byState(a, b) {
+  const ra = RANK[a.state] ?? 4;
+  const rb = RANK[b.state] ?? 4;
+  if (ra !== rb) return ra - rb;
+  return String(a.id) < String(b.id) ? -1 : String(a.id) > String(b.id) ? 1 : 0;
+}
+
+/** An instance as the view shows it, from a heartbeat received over Socket.IO. */
+export function fromBeat(beat, known, now) {
+  const instance = beat.instance || {};
+  const health = beat.health || {};
+  return {
+    ...(known || {}),
+    id: String(instance.id ?? beat.source ?? "?"),
+    component: beat.component,
+    host: instance.host,
+    pid: instance.pid,
+    state: beat.status,
+    status: beat.status,
+    last_seen: now,
+    interval_s: beat.interval_s ?? known?.interval_s,
+    uptime_s: instance.uptime_s,
+    metrics: beat.metrics || {},
+    components: health.components || {},
+    beats: (known?.beats ?? 0) + 1,
+    lost_beats: known?.lost_beats ?? 0,
+    restarts: known?.restarts ?? 0,
+  };
+}
+
+const COLUMNS = ["id", "component", "state", "where", "seen", "uptime", "health", "metrics", "beats"];
+
+function createRow(onToggle) {
+  const row = el("tr", null, "instance");
+  row.cells_ = {};
+  for (const name of COLUMNS) {
+    const td = el("td", null, name);
+    row.cells_[name] = td;
+    row.append(td);
+  }
+  const id = row.cells_.id;
+  id.append(el("span", null, "toggle"), el("bdi", null, "iid"), el("small", null, "this"));
+  row.cells_.state.append(el("span", null, "pill"));
+  row.tabIndex = 0;
+  row.addEventListener("click", () => onToggle(row.dataset.key));
+  row.addEventListener("keydown", (e) => { if (e.key === "Enter") onToggle(row.dataset.key); });
+  return row;
+}
+
+function componentsText(components) {
+  return Object.entries(components || {}).slice(0, 12).map(([name, c]) =>
+    `${cut(visible(name), 40)}: ${visible(c?.status ?? "?")}` +
+    (c?.details ? ` (${cut(visible(c.details), 60)})` : "")).join(" · ");
+}
+
+function metricsText(metrics) {
+  return Object.entries(metrics || {}).slice(0, 12)
+    .map(([k, v]) => `${cut(visible(k), 40)}: ${cut(num(v), 40)}`).join("  ");
+}
+
+function updateRow(row, inst, ctx) {
+  const c = row.cells_;
+  const [toggle, id, self] = c.id.children;
+  setText(toggle, ctx.open.has(inst.id) ? "▾ " : "▸ ");
+  setText(id, cut(visible(inst.id), 80));
+  setText(self, inst.id === ctx.thisInstance ? " (this page)" : "");
+  setText(c.component, inst.component ?? "", 80);
+  const pill = c.state.firstChild;
+  setText(pill, inst.state ?? "?");
+  setClass(pill, `pill ${visible(inst.state ?? "")}`);
+  setText(c.where, `${visible(inst.host ?? "?")} · pid ${visible(inst.pid ?? "?")}`, 120);
+  setText(c.seen, ago(inst.last_seen, ctx.now()));
+  setText(c.uptime, duration(inst.uptime_s));
+  setText(c.health, componentsText(inst.components), 300);
+  setText(c.metrics, metricsText(inst.metrics), 300);
+  setText(c.beats, `${inst.beats ?? "?"} (${inst.lost_beats ?? 0} / ${inst.restarts ?? 0})`);
+}
+
+function createDetail(item, ctx) {
+  const row = el("tr", null, "instance-detail");
+  const cell = el("td");
+  cell.colSpan = COLUMNS.length;
+  const components = el("div", null, "components");
+  const charts = el("div", null, "charts");
+  cell.append(el("h4", "Health components"), components, el("h4", "Last hour"), charts);
+  row.append(cell);
+  row.parts_ = { components, charts };
+  updateDetail(row, item, ctx);
+  return row;
+}
+
+function updateDetail(row, item, ctx) {
+  const { components, charts } = row.parts_;
+  const list = el("ul");
+  for (const [name, c] of Object.entries(item.inst.components || {}).slice(0, 32)) {
+    const li = el("li");
+    li.append(el("bdi", cut(visible(name), 80)), " ",
+              el("span", c?.status ?? "?", `pill ${visible(c?.status ?? "")}`));
+    const rest = Object.entries(c || {}).filter(([k]) => k !== "status");
+    for (const [k, v] of rest.slice(0, 12)) {
+      li.append(" ", el("span", `${cut(visible(k), 40)}: ${cut(visible(typeof v === "string" ? v : JSON.stringify(v)), 300)}`, "detail"));
+    }
+    list.append(li);
+  }
+  if (!list.childElementCount) list.append(el("li", "no health components reported", "empty"));
+  components.replaceChildren(list);
+  const series = ctx.series.get(item.inst.id);
+  if (series === undefined) {
+    charts.replaceChildren(el("span", "loading…", "empty"));
+  } else if (series.error) {
+    charts.replaceChildren(el("span", series.error, "empty"));
+  } else if (charts.drawn !== series) {
+    charts.drawn = series;
+    metricCharts(charts, series.metrics);
+    if (!charts.childElementCount) charts.append(el("span", "no numeric metric yet", "empty"));
+  }
+}
+
+/**
+ * The instances table. ``ctx``: {open: Set of ids, series: Map id -> {metrics}|{error},
+ * thisInstance, now(), onToggle(id)}.
+ */
+export function instanceTable(tbody, ctx) {
+  const list = new KeyedList(tbody, {
+    key: (item) => (item.inst ? `${item.inst.id}\u0000detail` : String(item.id)),
+    create: (item) => {
+      if (item.inst) return createDetail(item, ctx);
+      const row = createRow(ctx.onToggle);
+      updateRow(row, item, ctx);
+      return row;
+    },
+    update: (row, item) => (item.inst ? updateDetail(row, item, ctx) : updateRow(row, item, ctx)),
+    version: (item) => item.version,
+  });
+  return {
+    sync(instances) {
+      const items = [];
+      for (const inst of instances) {
+        items.push(inst);
+        if (ctx.open.has(inst.id)) {
+          const series = ctx.series.get(inst.id);
+          items.push({ inst, version: `${inst.version}|${series?.version ?? "-"}` });
+        }
+      }
+      return list.sync(items);
+    },
+    refresh(instances) { list.refresh(instances); },
+  };
+}

@@ -1,0 +1,72 @@
+// Keyed lists updated in place: a row per key is made once, updated when its item changed,
+// moved only when out of order, removed when its key is gone. Never a whole-list rebuild.
+
+export class KeyedList {
+  /**
+   * ``container``: the parent element (tbody, ol); ``key(item)``: a string; ``create(item)`` ->
+   * element; ``update(node, item)`` refreshes it (called only when ``version(item)`` changed).
+   */
+  constructor(container, { key, create, update, version }) {
+    this.container = container;
+    this.key = key;
+    this.create = create;
+    this.update = update;
+    this.version = version || ((item) => item);
+    this.rows = new Map(); // key -> { node, version }
+  }
+
+  /** Makes the container show ``items`` in this order. */
+  sync(items) {
+    const wanted = new Set();
+    let cursor = this.container.firstElementChild;
+    for (const item of items) {
+      const key = this.key(item);
+      if (wanted.has(key)) continue; // a duplicate key: the first wins
+      wanted.add(key);
+      const version = this.version(item);
+      let row = this.rows.get(key);
+      if (row === undefined) {
+        row = { node: this.create(item), version };
+        row.node.dataset.key = key;
+        this.rows.set(key, row);
+      } else if (row.version !== version) {
+        row.version = version;
+        this.update(row.node, item);
+      }
+      if (row.node === cursor) {
+        cursor = cursor.nextElementSibling;
+      } else {
+        this.container.insertBefore(row.node, cursor);
+      }
+    }
+    for (const [key, row] of this.rows) {
+      if (!wanted.has(key)) {
+        row.node.remove();
+        this.rows.delete(key);
+      }
+    }
+    return items.length;
+  }
+
+  /** Calls ``update`` on every row again (e.g. once a second, for ages). */
+  refresh(items) {
+    for (const item of items) {
+      const row = this.rows.get(this.key(item));
+      if (row !== undefined) this.update(row.node, item);
+    }
+  }
+}
+
+/** A bounded map in insertion order: the oldest entries go first once ``limit`` is passed. */
+export class BoundedMap extends Map {
+  constructor(limit) {
+    super();
+    this.limit = limit;
+  }
+
+  set(key, value) {
+    super.set(key, value);
+    while (this.size > this.limit) this.delete(this.keys().next().value);
+    return this;
+  }
+}

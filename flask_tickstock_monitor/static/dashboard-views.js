@@ -1,0 +1,214 @@
+// The error views: the groups table, the error feed, a group's detail and the invalidations
+// feed. Rows are keyed and updated in place (see dashboard-lists.js); all text is textContent.
+
+import { newSparkline, sparkline } from "./dashboard-charts.js";
+import { KeyedList } from "./dashboard-lists.js";
+import { clock, cut, el, longText, pre, setClass, setText, visible } from "./dashboard-text.js";
+
+export const SKEW_S = 300;
+
+/** Where an error came from: host and pid (sent, or from its origin "host:pid"). */
+function hostPid(error) {
+  let { host, pid } = error;
+  if ((host === undefined || pid === undefined) && typeof error.origin === "string") {
+    const at = error.origin.lastIndexOf(":");
+    if (at > 0) {
+      host = host ?? error.origin.slice(0, at);
+      pid = pid ?? error.origin.slice(at + 1);
+    }
+  }
+  return [host, pid];
+}
+
+function isSkewed(error) {
+  if (error.skewed !== undefined) return Boolean(error.skewed);
+  const ts = error.timestamp;
+  return typeof ts !== "number" || Math.abs(ts - (error.received_at ?? ts)) > SKEW_S;
+}
+
+function field(label, value) {
+  const span = el("span", null, "field");
+  span.append(el("small", `${label} `), el("bdi", value));
+  return span;
+}
+
+function lazyDetails(label, make) {
+  const details = el("details");
+  details.append(el("summary", label));
+  details.addEventListener("toggle", () => {
+    if (details.open && details.childElementCount === 1) details.append(make());
+  });
+  return details;
+}
+
+/** One error event as a list item (the feed and a group's recent events). */
+export function errorItem(error, onGroup) {
+  const item = el("li", null, `error-item ${visible(error.severity)}`);
+  const head = el("div", null, "head");
+  head.append(el("span", error.severity, "sev"), el("strong", error.component ?? error.source),
+              el("span", error.error_type ?? "", "type"));
+  if (isSkewed(error)) head.append(el("span", "clock skew", "pill skewed"));
+  if (error.fingerprint && onGroup) {
+    const link = el("button", `group ${cut(visible(error.fingerprint), 12)}`, "linkish");
+    link.type = "button";
+    link.addEventListener("click", () => onGroup(String(error.fingerprint)));
+    head.append(link);
+  }
+  const [host, pid] = hostPid(error);
+  const meta = el("div", null, "meta");
+  const received = error.received_at ?? error.timestamp;
+  meta.append(field("received", clock(received)));
+  if (isSkewed(error)) meta.append(field("stamped", clock(error.timestamp)));
+  for (const [label, value] of [["instance", error.instance_id ?? error.source],
+    ["host", host], ["pid", pid], ["release", error.release],
+    ["env", error.environment], ["id", error.error_id]]) {
+    if (value !== undefined && value !== null && value !== "") meta.append(field(label, value));
+  }
+  item.append(head, longText(error.message, 300, "message"), meta);
+  if (error.traceback) item.append(lazyDetails("traceback", () => pre(error.traceback)));
+  const context = error.context;
+  if (context && typeof context === "object" && Object.keys(context).length) {
+    item.append(lazyDetails("context", () => pre(JSON.stringify(context, null, 2))));
+  }
+  return item;
+}
+
+/** The error feed: newest received first, keyed by error id (items never change). */
+export function errorFeed(container, onGroup) {
+  return new KeyedList(container, {
+    key: (e) => String(e.error_id ?? `${e.received_at}:${e.message}`),
+    create: (e) => errorItem(e, onGroup),
+    update: () => {},
+    version: () => 0,
+  });
+}
+
+const MARKS = [["new", "new"], ["regression", "regression"]];
+
+function groupRow(onSelect) {
+  const row = el("tr", null, "group");
+  const cells = ["status", "message", "count", "spark", "first", "last", "fp"].map((name) => {
+    const td = el("td", null, name);
+    row.append(td);
+    return td;
+  });
+  const [status, message] = cells;
+  status.append(el("span", null, "pill"), el("span", null, "marks"));
+  message.append(el("div", null, "message"), el("small", null, "type"));
+  cells[3].append(newSparkline());
+  row.cells_ = cells;
+  row.tabIndex = 0;
+  row.addEventListener("click", () => onSelect(row.dataset.key));
+  row.addEventListener("keydown", (e) => { if (e.key === "Enter") onSelect(row.dataset.key); });
+  return row;
+}
+
+function updateGroupRow(row, group, selected) {
+  const [status, message, count, spark, first, last, fp] = row.cells_;
+  const pill = status.firstChild;
+  setText(pill, group.status ?? "open");
+  setClass(pill, `pill ${visible(group.status ?? "open")}`);
+  setText(status.lastChild, MARKS.filter(([k]) => group[k]).map(([, t]) => t).join(" "));
+  setText(message.firstChild, group.message ?? "", 200);
+  setText(message.lastChild, group.error_type ?? "");
+  setText(count, group.count ?? 0);
+  sparkline(spark.firstChild, group.series);
+  setText(first, clock(group.first_seen));
+  setText(last, clock(group.last_seen));
+  setText(fp, cut(visible(group.fingerprint), 16));
+  row.classList.toggle("selected", selected);
+}
+
+/** The groups table, keyed by fingerprint. */
+export function groupTable(tbody, onSelect, selected) {
+  return new KeyedList(tbody, {
+    key: (g) => String(g.fingerprint),
+    create: (g) => {
+      const row = groupRow(onSelect);
+      updateGroupRow(row, g, selected() === String(g.fingerprint));
+      return row;
+    },
+    update: (row, g) => updateGroupRow(row, g, selected() === String(g.fingerprint)),
+    version: (g) => `${g.count}|${g.last_seen}|${g.status}|${g.new}|${g.regression}|` +
+      `${(g.series || []).join(",")}|${selected() === String(g.fingerprint)}`,
+  });
+}
+
+function breakdown(title, counts) {
+  const box = el("div", null, "breakdown");
+  box.append(el("h4", title));
+  const list = el("ul");
+  for (const [key, n] of Object.entries(counts || {}).slice(0, 20)) {
+    const item = el("li");
+    item.append(el("bdi", cut(visible(key), 120)), el("span", ` ${n}`, "n"));
+    list.append(item);
+  }
+  if (!list.childElementCount) list.append(el("li", "–", "empty"));
+  box.append(list);
+  return box;
+}
+
+/**
+ * Fills the group detail panel. ``detail``: {fingerprint, group, events, error, busy};
+ * ``actions``: {durable, act(action), close(), onGroup}.
+ */
+export function renderDetail(panel, detail, actions) {
+  panel.hidden = !detail;
+  if (!detail) return;
+  const group = detail.group || {};
+  const head = el("div", null, "detail-head");
+  const close = el("button", "close", "linkish");
+  close.type = "button";
+  close.addEventListener("click", actions.close);
+  head.append(el("h3", `Group ${cut(visible(detail.fingerprint), 40)}`), close);
+  const body = [head, longText(group.message ?? "", 300, "message"),
+    el("div", `${visible(group.error_type ?? "")} · ${group.count ?? "?"} events · status ` +
+      `${visible(group.status ?? "?")} · first ${clock(group.first_seen)} · last ` +
+      `${clock(group.last_seen)}`, "meta")];
+  const buttons = el("div", null, "actions");
+  if (actions.durable) {
+    for (const action of ["resolve", "ignore", "reopen"]) {
+      const button = el("button", action);
+      button.type = "button";
+      button.dataset.action = action;
+      button.disabled = Boolean(detail.busy);
+      button.addEventListener("click", () => actions.act(action));
+      buttons.append(button);
+    }
+  } else {
+    buttons.append(el("small", "resolve / ignore need the durable error log", "empty"));
+  }
+  if (detail.error) buttons.append(el("span", detail.error, "problem"));
+  body.push(buttons);
+  const grid = el("div", null, "breakdowns");
+  grid.append(breakdown("Releases", group.releases), breakdown("Instances", group.instances),
+              breakdown("Components", group.components),
+              breakdown("Environments", group.environments));
+  body.push(grid, el("h4", `Recent events (${(detail.events || []).length})`));
+  const events = el("ol", null, "events");
+  for (const event of (detail.events || []).slice(0, 20)) events.append(errorItem(event));
+  body.push(events);
+  panel.replaceChildren(...body);
+}
+
+function invalidationItem(inv) {
+  const item = el("li", null, "invalidation");
+  const keys = Array.isArray(inv.keys) ? inv.keys.map((k) => visible(k)).join(", ") : "";
+  const what = inv.action === "clear" ? "cleared" : `keys ${keys}`;
+  item.append(el("div", `${visible(inv.cache)}: ${what}${inv.scope ? ` (scope ${visible(inv.scope)})` : ""}`),
+              el("div", `${clock(inv.timestamp)} · ${inv.reason ? `gap: ${visible(inv.reason)}` :
+                 inv.local ? "local" : `from ${visible(inv.origin ?? "?")}`} · applied to ` +
+                 `${(Array.isArray(inv.caches) ? inv.caches : []).map((c) => visible(c)).join(", ") || "nothing"}`,
+                 "meta"));
+  return item;
+}
+
+/** The invalidations feed, keyed by invalidation id. */
+export function invalidationFeed(container) {
+  return new KeyedList(container, {
+    key: (i) => String(i.invalidation_id ?? `${i.timestamp}:${i.cache}:${i.reason}`),
+    create: invalidationItem,
+    update: () => {},
+    version: () => 0,
+  });
+}
