@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, abort, jsonify, render_template
+from flask import Blueprint, Flask, abort, jsonify, render_template, url_for
 
 from .config import DashboardConfig
 from .state import Plane
@@ -67,7 +67,7 @@ class DashboardPlane(Plane):
 
         @bp.get("/")
         def page() -> str:
-            return render_template("tickstock_monitor_dashboard.html", socket=self.socket_info())
+            return render_template("tickstock_monitor_dashboard.html", config=self.page_config())
 
         @bp.get("/api/view")
         def view() -> Any:
@@ -77,14 +77,21 @@ class DashboardPlane(Plane):
 
         return bp
 
+    def page_config(self) -> dict[str, Any]:
+        """The page's one template variable (docs/dashboard-api.md, "The page")."""
+        endpoint = "tickstock_monitor_dashboard."
+        return {
+            "urls": {"view": url_for(endpoint + "view")},
+            "socket": self.socket_info(),
+            "poll_ms": 1000,
+        }
+
     def socket_info(self) -> dict[str, Any]:
         broadcaster = self.relay.broadcaster
         sio = broadcaster.socketio()
-        if sio is None or not broadcaster.relay_monitoring:
-            return {"available": False}
         options = getattr(sio, "server_options", None) or {}
         return {
-            "available": True,
+            "available": sio is not None and broadcaster.relay_monitoring,
             "path": "/" + str(options.get("path", "socket.io")).strip("/") + "/",
             "namespace": broadcaster.monitor_namespace,
         }
