@@ -189,7 +189,7 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
     page = browser.new_page()
     try:
         page.goto(f"{url}/monitor/")
-        row = page.locator('tr[data-instance="worker-7"]')
+        row = page.locator('tr[data-key="worker-7"]')
         row.wait_for(timeout=5000)  # a late-opened page shows what is known at once
         assert "healthy" in row.inner_text() and "symbols_tracked: 70" in row.inner_text()
         page.locator("#link", has_text="live" if socketio else "polling").wait_for(timeout=5000)
@@ -205,7 +205,7 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
         publish(
             client, heartbeat("worker-7", "degraded", symbols_tracked=12), "tickstock:monitoring"
         )
-        page.locator('tr[data-instance="worker-7"] .pill.degraded').wait_for(timeout=5000)
+        page.locator('tr[data-key="worker-7"] .pill.degraded').wait_for(timeout=5000)
         assert "symbols_tracked: 12" in row.inner_text()
 
         monitor.invalidate("relationship", ["nasdaq100"], scope="universe", app=app)

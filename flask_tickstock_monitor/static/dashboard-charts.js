@@ -116,7 +116,8 @@ export function newSparkline() {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", "0 0 120 22");
-  svg.setAttribute("width", "120");
+  svg.setAttribute("width", "100%");
+  svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("height", "22");
   svg.setAttribute("aria-hidden", "true");
   return svg;

@@ -87,7 +87,7 @@ const MARKS = [["new", "new"], ["regression", "regression"]];
 
 function groupRow(onSelect) {
   const row = el("tr", null, "group");
-  const cells = ["status", "message", "count", "spark", "first", "last", "fp"].map((name) => {
+  const cells = ["status", "message", "count", "spark", "first", "last"].map((name) => {
     const td = el("td", null, name);
     row.append(td);
     return td;
@@ -104,18 +104,17 @@ function groupRow(onSelect) {
 }
 
 function updateGroupRow(row, group, selected) {
-  const [status, message, count, spark, first, last, fp] = row.cells_;
+  const [status, message, count, spark, first, last] = row.cells_;
   const pill = status.firstChild;
   setText(pill, group.status ?? "open");
   setClass(pill, `pill ${visible(group.status ?? "open")}`);
   setText(status.lastChild, MARKS.filter(([k]) => group[k]).map(([, t]) => t).join(" "));
   setText(message.firstChild, group.message ?? "", 200);
-  setText(message.lastChild, group.error_type ?? "");
+  setText(message.lastChild, `${visible(group.error_type ?? "")} · ${cut(visible(group.fingerprint), 16)}`);
   setText(count, group.count ?? 0);
   sparkline(spark.firstChild, group.series);
   setText(first, clock(group.first_seen));
   setText(last, clock(group.last_seen));
-  setText(fp, cut(visible(group.fingerprint), 16));
   row.classList.toggle("selected", selected);
 }
 

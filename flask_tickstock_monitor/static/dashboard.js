@@ -191,16 +191,33 @@ function renderHeader() {
   setText($("missed"), state.paused && state.missed ? `${state.missed} update(s) held back` : "");
 }
 
+/** The filter values seen in the page's own data, for a server that sends no facets. */
+function seenFacets() {
+  const seen = Object.fromEntries(FILTERS.map((name) => [name, new Set()]));
+  for (const inst of state.instances.values()) {
+    seen.instance.add(inst.id);
+    if (inst.component) seen.component.add(inst.component);
+  }
+  for (const e of state.errors.values()) {
+    for (const [name, value] of [["severity", e.severity], ["component", e.component],
+      ["instance", e.instance_id ?? e.source], ["release", e.release],
+      ["environment", e.environment ?? "production"]]) {
+      if (typeof value === "string" && seen[name].size < 200) seen[name].add(value);
+    }
+  }
+  return Object.fromEntries(FILTERS.map((name) => [name, [...seen[name]]]));
+}
+
 function renderFilters() {
-  const facets = state.view?.facets || {};
+  const facets = state.view?.facets || seenFacets();
   for (const name of FILTERS) {
     const select = $(`filter-${name}`);
     const values = new Set([...(facets[name] || []).slice(0, 200).map(String), ...state.filters[name]]);
     const wanted = ["", ...[...values].sort()];
     const current = [...select.options].map((o) => o.value);
-    if (current.join("\u0000") !== wanted.join("\u0000")) {
+    if (JSON.stringify(current) !== JSON.stringify(wanted)) {
       select.replaceChildren(...wanted.map((v) => {
-        const option = el("option", v === "" ? `all ${name}s` : visible(v), null);
+        const option = el("option", v === "" ? `all ${name === "severity" ? "severities" : `${name}s`}` : visible(v), null);
         option.value = v;
         return option;
       }));
