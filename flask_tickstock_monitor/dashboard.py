@@ -1,19 +1,26 @@
 """The live monitoring dashboard: an optional blueprint (``TICKSTOCK_MONITOR_DASHBOARD``).
 
-One page and one JSON view of the same data: every instance that beats (status, last seen,
-stale/offline, key metrics) from a :class:`~.subscriber.MonitoringSubscriber`, the error feed,
-and the invalidations this process applied. The page renders from the JSON view at once, then
-follows the relay's Socket.IO events on the monitoring namespace, or polls the view every
-second where Socket.IO is not available.
+One page and a JSON API (:mod:`.dashboard_api`, docs/dashboard-api.md) over the same data:
+every instance that beats (status, last seen, stale/offline, metrics and their last hour) from
+a :class:`~.subscriber.MonitoringSubscriber`, the error feed and its groups (from the durable
+error log when configured), and the invalidations this process applied. The page renders from
+the JSON view at once, then follows the relay's Socket.IO events on the monitoring namespace,
+or polls the view every second where Socket.IO is not available.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, abort, jsonify, render_template, url_for
+from flask import Blueprint, Flask, abort, current_app, render_template, url_for
 
+from . import dashboard_api
+from ._util import RateLimitedLog
 from .config import DashboardConfig
 from .state import Plane
 from .subscriber import MonitoringSubscriber
@@ -22,6 +29,11 @@ if TYPE_CHECKING:
     from .state import MonitorState
 
 AuthCheck = Callable[[], bool]
+log = logging.getLogger("flask_tickstock_monitor.dashboard")
+#: What the CSRF token is an HMAC of (the key: the app's SECRET_KEY, else a random one)
+CSRF_MESSAGE = b"flask-tickstock-monitor dashboard: csrf"
+#: The page's placeholders for the URLs with a parameter
+PLACEHOLDERS = {"fingerprint": "__FP__", "action": "__ACTION__", "instance_id": "__ID__"}
 
 
 class DashboardPlane(Plane):
@@ -40,6 +52,9 @@ class DashboardPlane(Plane):
             default_interval=config.health_interval,
         )
         self.relay = state.relay
+        self._random_key = os.urandom(32)  # the CSRF key of an app without a SECRET_KEY
+        self.read_errors = 0
+        self._log = RateLimitedLog(log, 60.0)
 
     def install(self, app: Flask) -> None:
         """Serve the page and its JSON view on ``app``."""
@@ -69,22 +84,44 @@ class DashboardPlane(Plane):
         def page() -> str:
             return render_template("tickstock_monitor_dashboard.html", config=self.page_config())
 
-        @bp.get("/api/view")
-        def view() -> Any:
-            response = jsonify(self.view())
-            response.headers["Cache-Control"] = "no-store"
-            return response
-
+        dashboard_api.register(bp, self)
         return bp
 
     def page_config(self) -> dict[str, Any]:
         """The page's one template variable (docs/dashboard-api.md, "The page")."""
         endpoint = "tickstock_monitor_dashboard."
+        placeholders: dict[str, Any] = PLACEHOLDERS
+        urls = {
+            name: url_for(endpoint + name, **{key: placeholders[key] for key in keys})
+            for name, keys in (
+                ("view", ()),
+                ("groups", ()),
+                ("group", ("fingerprint",)),
+                ("group_action", ("fingerprint", "action")),
+                ("errors", ()),
+                ("instance_series", ("instance_id",)),
+            )
+        }
         return {
-            "urls": {"view": url_for(endpoint + "view")},
+            "urls": urls,
             "socket": self.socket_info(),
+            "csrf_token": self.csrf_token(),
+            "durable": self.state.errorlog is not None,
             "poll_ms": 1000,
         }
+
+    def csrf_token(self) -> str:
+        """An HMAC of the app's ``SECRET_KEY`` (the same in every worker), else of a key made
+        by this process; the POSTs of the API must send it (``X-CSRF-Token``)."""
+        secret = current_app.secret_key
+        key = secret.encode() if isinstance(secret, str) else (secret or self._random_key)
+        return hmac.new(key, CSRF_MESSAGE, hashlib.sha256).hexdigest()
+
+    def count_read_error(self, exc: Exception) -> None:
+        self.read_errors += 1
+        self._log.warning(
+            "read", "the dashboard could not read the durable error log: %s", exc, exc_info=True
+        )
 
     def socket_info(self) -> dict[str, Any]:
         broadcaster = self.relay.broadcaster
@@ -97,10 +134,8 @@ class DashboardPlane(Plane):
         }
 
     def view(self) -> dict[str, Any]:
-        out = self.subscriber.view()
-        out["invalidations"] = list(self.relay.recent)
-        out["this_instance"] = self.state.instance_id
-        return out
+        """What ``api/view`` serves, without filters."""
+        return dashboard_api.DashboardApi(self).view(dashboard_api.Filters())
 
     def start(self) -> None:
         self.subscriber.start()
@@ -109,4 +144,4 @@ class DashboardPlane(Plane):
         self.subscriber.stop(timeout=1.0)
 
     def stats(self) -> dict[str, Any]:
-        return self.subscriber.stats()
+        return {**self.subscriber.stats(), "read_errors": self.read_errors}

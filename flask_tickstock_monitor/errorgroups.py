@@ -260,9 +260,10 @@ def list_groups(
     status: str | None = None,
     limit: int = 100,
     sort: str = "last_seen",
+    where: Iterable[Any] = (),
 ) -> list[dict[str, Any]]:
     """Groups as dicts (the shape of :meth:`groups.GroupBook.groups`), most recently seen (or
-    most counted) first; ``since``: seen within it."""
+    most counted) first; ``since``: seen within it; ``where``: more conditions on the row."""
     if sort not in SORTS:
         raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
     if status is not None and status not in STATUSES:
@@ -277,6 +278,8 @@ def list_groups(
         query = query.where(error_groups.c.last_seen >= now - since)
     if status is not None:
         query = query.where(error_groups.c.status == status)
+    for condition in where:
+        query = query.where(condition)
     return _read(engine, query, now)
 
 

@@ -18,9 +18,10 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .state import MonitorState
 
 log = logging.getLogger("flask_tickstock_monitor.errorlog")
+T = TypeVar("T")
 
 
 def _is_outage(exc: Exception) -> bool:
@@ -77,6 +79,7 @@ class ErrorLog(Plane):
         self.written = 0
         self.dropped: dict[str, int] = {}
         self.last_error: str | None = None
+        self._tables_checked = False  # by a reader (query): the writer has _table_ready
         self._reset()
         _LIVE_LOGS.add(self)
 
@@ -178,7 +181,19 @@ class ErrorLog(Plane):
 
     def set_group_status(self, fingerprint: str, status: str) -> bool:
         """Resolve, ignore or reopen a group; ``False`` when there is none."""
-        return set_status(self.engine, fingerprint, status)
+        return bool(self.query(lambda engine: set_status(engine, fingerprint, status)))
+
+    def query(self, read: Callable[[Engine], T]) -> T:
+        """``read(engine)`` where it cannot stall an eventlet hub (a dashboard's request),
+        the tables made first if this process has not written yet."""
+
+        def run() -> T:
+            if not (self._table_ready or self._tables_checked):
+                create_table(self.engine)
+                self._tables_checked = True
+            return read(self.engine)
+
+        return cast(T, _offload(run))
 
     def liveness(self, stall_after: float) -> dict[str, Any]:
         # a write waits up to the database timeout; a backoff up to its cap

@@ -220,9 +220,14 @@ class GroupBook:
     # reading ------------------------------------------------------------------------------
 
     def groups(
-        self, sort: str = "last_seen", status: str | None = None, limit: int | None = 100
+        self,
+        sort: str = "last_seen",
+        status: str | None = None,
+        limit: int | None = 100,
+        where: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """Groups as dicts (see SHAPES.md), most recent (or most counted) first."""
+        """Groups as dicts (see SHAPES.md), most recent (or most counted) first; ``where``:
+        only the groups (as dicts) it accepts."""
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
         if status is not None and status not in STATUSES:
@@ -236,9 +241,29 @@ class GroupBook:
                 ordered = sorted(chosen, key=lambda g: (-g.count, -g.last_seen))
             else:
                 ordered = sorted(chosen, key=lambda g: -g.last_seen)
-            if limit is not None:
-                ordered = ordered[: max(0, limit)]
-            return [group.to_dict(now, self.top) for group in ordered]
+            if where is None:
+                if limit is not None:
+                    ordered = ordered[: max(0, limit)]
+                return [group.to_dict(now, self.top) for group in ordered]
+            out: list[dict[str, Any]] = []
+            for group in ordered:
+                if limit is not None and len(out) >= limit:
+                    break
+                as_dict = group.to_dict(now, self.top)
+                if where(as_dict):
+                    out.append(as_dict)
+            return out
+
+    def keys(self, limit: int = 200) -> dict[str, list[str]]:
+        """Per dimension (of ``SERIES_BY``), the keys the groups were counted under, sorted,
+        at most ``limit`` of them (what a filter can choose from)."""
+        found: list[set[str]] = [set() for _ in SERIES_BY]
+        with self._lock:
+            for group in self._groups.values():
+                for keys, counter in zip(found, group.breakdown, strict=True):
+                    if len(keys) < limit:
+                        keys.update(counter.counts)
+        return {by: sorted(keys)[:limit] for by, keys in zip(SERIES_BY, found, strict=True)}
 
     def get(self, fingerprint: str) -> dict[str, Any] | None:
         now = self.clock()

@@ -136,6 +136,7 @@ class InstanceView:
             "lost_beats": self.lost_beats,
             "restarts": self.restarts,
             "uptime_s": instance.get("uptime_s"),
+            "release": self.beat.get("release"),
             "metrics": self.beat.get("metrics", {}),
             "components": (self.beat.get("health") or {}).get("components", {}),
         }

@@ -21,6 +21,8 @@ from ._util import RateLimitedLog
 from .alerts import Alert, AlertTracker
 from .constants import CHANNEL_ERRORS, CHANNEL_MONITORING, DEFAULT_REDIS_URL, latest_key
 from .groups import GroupBook
+from .recent import RecentErrors
+from .series import SeriesStore
 from .staleness import DEFAULT_OFFLINE_TTL, InstanceView, purgeable
 from .transport import Subscription, clients
 
@@ -44,6 +46,7 @@ class MonitoringSubscriber:
         default_interval: float = 30.0,
         error_window: float = 300.0,
         recent_errors: int = 100,
+        history_errors: int = 2_000,
         max_instances: int = 1_000,
         max_bytes: int = 1_048_576,
         log_every: float = 60.0,
@@ -58,7 +61,10 @@ class MonitoringSubscriber:
         for a new error group, a regression, an instance going stale or offline and coming
         back; a :class:`~.webhook.WebhookNotifier` posts them. An :class:`~.alerts.AlertTracker`
         of your own sets the limits (and a ``claim`` when several subscribers run).
-        ``offline_ttl``: seconds an offline instance stays in the view (``None``: for ever)."""
+        ``offline_ttl``: seconds an offline instance stays in the view (``None``: for ever).
+        ``history_errors``: errors kept for paging back (:class:`~.recent.RecentErrors`); the
+        view shows the newest ``recent_errors``. Each instance's numeric metrics are kept for
+        an hour (:class:`~.series.SeriesStore`)."""
         self.redis_client = redis_client or clients.connect(
             redis_url, socket_timeout=socket_timeout
         )
@@ -82,7 +88,9 @@ class MonitoringSubscriber:
         self.errors_received = 0
         self._instances: dict[str, InstanceView] = {}
         self._error_times: deque[float] = deque()
-        self._recent_errors: deque[dict[str, Any]] = deque(maxlen=recent_errors)
+        self.recent_errors = recent_errors
+        self.history = RecentErrors(max(history_errors, recent_errors))
+        self.series = SeriesStore(max_instances=max_instances)
         self._log = RateLimitedLog(log, log_every)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -154,6 +162,7 @@ class MonitoringSubscriber:
                     for instance_id in gone:
                         self._instances.pop(instance_id, None)
                         instances.pop(instance_id, None)
+                        self.series.forget(instance_id)
         if self.alerts is not None:
             self.alerts.observe_instances(instances)
 
@@ -222,8 +231,10 @@ class MonitoringSubscriber:
                 if len(self._instances) >= self.max_instances:
                     oldest = min(self._instances.values(), key=lambda v: v.last_seen)
                     del self._instances[oldest.id]
+                    self.series.forget(oldest.id)
                 view = self._instances[instance_id] = InstanceView(instance_id)
             view.update(beat, seen_at, self.default_interval)
+        self.series.add(instance_id, seen_at, beat)
         if not loaded:
             self.health_received += 1
             self._call(self.health_callback, beat)
@@ -240,8 +251,8 @@ class MonitoringSubscriber:
             self.errors_received += 1
             self._error_times.append(now)
             self._trim_errors(now)
-            self._recent_errors.appendleft({**event, "received_at": now})
         added = self.book.add(event, now)
+        self.history.add(event, now, added.fingerprint, len(data))
         if self.alerts is not None and (added.new or added.regression):
             group = self.book.get(added.fingerprint)
             if group is not None:
@@ -296,7 +307,7 @@ class MonitoringSubscriber:
         with self._lock:
             self._trim_errors(now)
             count = len(self._error_times)
-            recent = list(self._recent_errors)
+        recent = self.history.newest(self.recent_errors)
         return {
             "window_s": self.error_window,
             "count": count,
@@ -334,5 +345,7 @@ class MonitoringSubscriber:
             "rejected_total": sum(rejected.values()),
             "callback_errors": self.callback_errors,
             "groups": self.book.stats(),
+            "recent_errors": self.history.stats(),
+            "series": self.series.stats(),
             **({"alerts": self.alerts.stats()} if self.alerts is not None else {}),
         }
