@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -14,12 +13,12 @@ from typing import Any
 import pytest
 from flask import Flask, request
 from flask_socketio import SocketIO
+from browserutil import assert_nothing_ran, chromium
 from relayutil import invalidation, publish, relay_of, serving, wait_for
 
 from flask_tickstock_monitor import TickStockMonitor
 from flask_tickstock_monitor.config import ConfigurationError
 
-CHROMIUM = "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1">'
 
 
@@ -158,23 +157,8 @@ def test_json_view_has_instances_errors_and_invalidations(dashboard_app, redis_s
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.mark.browser
@@ -228,3 +212,91 @@ def test_example_app_serves_the_dashboard(tickstock_memory_url):
         ]
     finally:
         monitor.shutdown(app=app)
+
+
+def error_event(n: int, **fields: Any) -> dict[str, Any]:
+    """An error as a publisher sends it on tickstock:errors."""
+    return {
+        "type": "application_error",
+        "error_id": f"e2e-{n:05d}",
+        "source": "TickStockAppV2",
+        "severity": "error",
+        "component": "web",
+        "message": f"error number {n}",
+        "timestamp": time.time(),
+        "context": {"n": n},
+        "instance_id": "web-1:4242",
+        **fields,
+    }
+
+
+@pytest.mark.browser
+def test_page_pauses_and_pages_back_on_the_real_api(dashboard_app, redis_server, browser):
+    app, monitor, url = dashboard_app(socketio=True)
+    client = redis_server.client()
+    subscriber = app.extensions["tickstock_monitor"].planes["dashboard"].subscriber
+    for n in range(150):
+        publish(client, error_event(n), "tickstock:errors")
+    assert wait_for(lambda: subscriber.errors_received >= 150)
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/monitor/")
+        page.locator("#link", has_text="live").wait_for(timeout=5000)
+        items = page.locator("#errors > li")
+        items.nth(99).wait_for(timeout=5000)
+        assert items.count() == 100 and "error number 149" in items.first.inner_text()
+        page.locator("#older").click()  # api/errors from the subscriber's memory, by cursor
+        items.nth(149).wait_for(timeout=5000)
+        assert "error number 0" in items.nth(149).inner_text()
+        page.locator("#older", has_text="no older errors").wait_for(timeout=5000)
+
+        page.locator("#pause").click()  # Socket.IO events held back, no refresh
+        publish(client, error_event(500, message="while paused"), "tickstock:errors")
+        page.locator("#missed", has_text="1 update(s) held back").wait_for(timeout=5000)
+        page.wait_for_timeout(1200)
+        assert page.locator("#errors li", has_text="while paused").count() == 0
+        page.locator("#pause").click()
+        page.locator("#errors li", has_text="while paused").wait_for(timeout=5000)
+        assert "error number 149" not in items.first.inner_text()
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_group_resolve_and_instance_charts_on_the_real_api(
+    dashboard_app, redis_server, browser, tmp_path
+):
+    app, monitor, url = dashboard_app(
+        socketio=True,
+        TICKSTOCK_MONITOR_DATABASE_URI=f"sqlite:///{tmp_path}/errors.db",
+        TICKSTOCK_MONITOR_DATABASE_MIN_SEVERITY="warning",
+        SECRET_KEY="dashboard-test",
+    )
+    client = redis_server.client()
+    for _ in range(3):
+        monitor.publish_error(f"disk full {HOSTILE}", severity="critical", app=app)
+    assert monitor.flush(10, app=app) and monitor.state(app).errorlog.flush(10)
+    for memory in (80.5, 81.0, 82.5):
+        publish(client, heartbeat("worker-7", memory_usage_mb=memory), "tickstock:monitoring")
+        time.sleep(0.05)
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/monitor/?severity=critical")
+        page.locator("#groups-source", has_text="from database").wait_for(timeout=5000)
+        row = page.locator("#groups-body tr", has_text="disk full")
+        row.wait_for(timeout=5000)
+        row.click()
+        page.locator("#detail .events li").nth(2).wait_for(timeout=5000)
+        assert "severity=critical" in page.url and "group=" in page.url
+        page.locator('#detail button[data-action="resolve"]').click()  # with the CSRF token
+        page.locator("#groups-body .pill", has_text="resolved").wait_for(timeout=5000)
+        status = json.loads(get(f"{url}/monitor/api/groups?status=resolved")[1])
+        assert [g["message"] for g in status["groups"]] == [f"disk full {HOSTILE}"]
+
+        page.locator('#instances-body tr[data-key="worker-7"]').click()
+        charts = page.locator("#instances-body .instance-detail .metric-chart")
+        charts.first.wait_for(timeout=5000)
+        assert "memory_usage_mb" in charts.first.inner_text()
+        assert_nothing_ran(page)
+    finally:
+        page.close()

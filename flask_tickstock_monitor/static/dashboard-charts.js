@@ -68,7 +68,7 @@ export function metricCharts(node, metrics, limit = 12) {
   node.plots = [];
   node.replaceChildren();
   if (!chartsAvailable()) return;
-  const names = Object.keys(metrics || {}).filter((n) => (metrics[n] || []).length > 1);
+  const names = Object.keys(metrics || {}).filter((n) => Array.isArray(metrics[n]) && metrics[n].length);
   names.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1));
   for (const [i, name] of names.slice(0, limit).entries()) {
     const points = metrics[name];
@@ -82,7 +82,7 @@ export function metricCharts(node, metrics, limit = 12) {
       title: cut(visible(name), 60),
       scales: { x: { time: true } },
       series: [{}, { label: cut(visible(name), 60), stroke: PALETTE[i % PALETTE.length], width: 1.2,
-                     points: { show: false } }],
+                     points: { show: points.length < 3 } }],
       axes: [{ size: 24, font: "10px system-ui" }, { size: 40, font: "10px system-ui" }],
     }, [points.map((p) => p[0]), points.map((p) => p[1])], box));
   }
