@@ -173,7 +173,7 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
     page = browser.new_page()
     try:
         page.goto(f"{url}/monitor/")
-        row = page.locator('tr[data-key="worker-7"]')
+        row = page.locator('[data-key="worker-7"]')
         row.wait_for(timeout=5000)  # a late-opened page shows what is known at once
         assert "healthy" in row.inner_text() and "symbols_tracked: 70" in row.inner_text()
         page.locator("#link", has_text="live" if socketio else "polling").wait_for(timeout=5000)
@@ -189,7 +189,7 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
         publish(
             client, heartbeat("worker-7", "degraded", symbols_tracked=12), "tickstock:monitoring"
         )
-        page.locator('tr[data-key="worker-7"] .pill.degraded').wait_for(timeout=5000)
+        page.locator('[data-key="worker-7"] .pill.degraded').wait_for(timeout=5000)
         assert "symbols_tracked: 12" in row.inner_text()
 
         monitor.invalidate("relationship", ["nasdaq100"], scope="universe", app=app)
@@ -247,7 +247,7 @@ def test_page_pauses_and_pages_back_on_the_real_api(dashboard_app, redis_server,
         assert items.count() == 100 and "error number 149" in items.first.inner_text()
         page.locator("#older").click()  # api/errors from the subscriber's memory, by cursor
         items.nth(149).wait_for(timeout=5000)
-        assert "error number 0" in items.nth(149).inner_text()
+        assert "error number 0" in items.nth(149).text_content()
         page.locator("#older", has_text="no older errors").wait_for(timeout=5000)
 
         page.locator("#pause").click()  # Socket.IO events held back, no refresh
@@ -293,7 +293,7 @@ def test_group_resolve_and_instance_charts_on_the_real_api(
         status = json.loads(get(f"{url}/monitor/api/groups?status=resolved")[1])
         assert [g["message"] for g in status["groups"]] == [f"disk full {HOSTILE}"]
 
-        page.locator('#instances-body tr[data-key="worker-7"]').click()
+        page.locator('#instances-body [data-key="worker-7"]').click()
         charts = page.locator("#instances-body .instance-detail .metric-chart")
         charts.first.wait_for(timeout=5000)
         assert "memory_usage_mb" in charts.first.inner_text()

@@ -40,10 +40,12 @@ export function fromBeat(beat, known, now) {
 const COLUMNS = ["id", "component", "state", "where", "seen", "uptime", "health", "metrics", "beats"];
 
 function createRow(onToggle) {
-  const row = el("tr", null, "instance");
+  const row = el("div", null, "instance grid-row");
+  row.setAttribute("role", "row");
   row.cells_ = {};
   for (const name of COLUMNS) {
-    const td = el("td", null, name);
+    const td = el("div", null, name);
+    td.setAttribute("role", "cell");
     row.cells_[name] = td;
     row.append(td);
   }
@@ -78,17 +80,20 @@ function updateRow(row, inst, ctx) {
   setText(pill, inst.state ?? "?");
   setClass(pill, `pill ${visible(inst.state ?? "")}`);
   setText(c.where, `${visible(inst.host ?? "?")} · pid ${visible(inst.pid ?? "?")}`, 120);
-  setText(c.seen, ago(inst.last_seen, ctx.now()));
+  updateAge(row, inst, ctx);
   setText(c.uptime, duration(inst.uptime_s));
   setText(c.health, componentsText(inst.components), 300);
   setText(c.metrics, metricsText(inst.metrics), 300);
   setText(c.beats, `${inst.beats ?? "?"} (${inst.lost_beats ?? 0} / ${inst.restarts ?? 0})`);
 }
 
+function updateAge(row, inst, ctx) {
+  setText(row.cells_.seen, ago(inst.last_seen, ctx.now()));
+}
+
 function createDetail(item, ctx) {
-  const row = el("tr", null, "instance-detail");
-  const cell = el("td");
-  cell.colSpan = COLUMNS.length;
+  const row = el("div", null, "instance-detail");
+  const cell = el("div");
   const components = el("div", null, "components");
   const charts = el("div", null, "charts");
   cell.append(el("h4", "Health components"), components, el("h4", "Last hour"), charts);
@@ -127,15 +132,32 @@ function updateDetail(row, item, ctx) {
 
 /**
  * The instances table. ``ctx``: {open: Set of ids, series: Map id -> {metrics}|{error},
- * thisInstance, now(), onToggle(id)}.
+ * thisInstance, now(), get(id) -> instance, onToggle(id)}.
  */
 export function instanceTable(tbody, ctx) {
+  // Rows in sight of the instances' scroll box (and the page's viewport): only those are kept
+  // current as beats arrive; the others catch up when they scroll into sight.
+  const inSight = new Set();
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const key = entry.target.dataset.key;
+      if (entry.isIntersecting) {
+        inSight.add(key);
+        list.reveal(key);
+        if (entry.target.cells_) updateAge(entry.target, ctx.get(key) || {}, ctx);
+      } else {
+        inSight.delete(key);
+      }
+    }
+  }, { root: tbody.closest(".scroll"), rootMargin: "200px 0px" });
   const list = new KeyedList(tbody, {
+    shown: (node) => inSight.has(node.dataset.key),
     key: (item) => (item.inst ? `${item.inst.id}\u0000detail` : String(item.id)),
     create: (item) => {
-      if (item.inst) return createDetail(item, ctx);
-      const row = createRow(ctx.onToggle);
-      updateRow(row, item, ctx);
+      const row = item.inst ? createDetail(item, ctx) : createRow(ctx.onToggle);
+      if (!item.inst) updateRow(row, item, ctx);
+      row.dataset.key = item.inst ? `${item.inst.id}\u0000detail` : String(item.id);
+      observer.observe(row);
       return row;
     },
     update: (row, item) => (item.inst ? updateDetail(row, item, ctx) : updateRow(row, item, ctx)),
@@ -153,6 +175,12 @@ export function instanceTable(tbody, ctx) {
       }
       return list.sync(items);
     },
-    refresh(instances) { list.refresh(instances); },
+    /** Only the ages, once a second. */
+    ages(instances) {
+      for (const inst of instances) {
+        const row = list.rows.get(String(inst.id));
+        if (row !== undefined && inSight.has(row.node.dataset.key)) updateAge(row.node, inst, ctx);
+      }
+    },
   };
 }

@@ -6,13 +6,16 @@ export class KeyedList {
    * ``container``: the parent element (tbody, ol); ``key(item)``: a string; ``create(item)`` ->
    * element; ``update(node, item)`` refreshes it (called only when ``version(item)`` changed).
    */
-  constructor(container, { key, create, update, version }) {
+  constructor(container, { key, create, update, version, shown }) {
     this.container = container;
     this.key = key;
     this.create = create;
     this.update = update;
     this.version = version || ((item) => item);
-    this.rows = new Map(); // key -> { node, version }
+    // ``shown(node)``: false for a row out of sight, whose update then waits until it is seen
+    // (see ``reveal``): off-screen rows cost nothing however often their item changes.
+    this.shown = shown || (() => true);
+    this.rows = new Map(); // key -> { node, version, pending }
   }
 
   /** Makes the container show ``items`` in this order. */
@@ -30,8 +33,13 @@ export class KeyedList {
         row.node.dataset.key = key;
         this.rows.set(key, row);
       } else if (row.version !== version) {
-        row.version = version;
-        this.update(row.node, item);
+        if (this.shown(row.node)) {
+          row.version = version;
+          row.pending = undefined;
+          this.update(row.node, item);
+        } else {
+          row.pending = item;
+        }
       }
       if (row.node === cursor) {
         cursor = cursor.nextElementSibling;
@@ -48,12 +56,14 @@ export class KeyedList {
     return items.length;
   }
 
-  /** Calls ``update`` on every row again (e.g. once a second, for ages). */
-  refresh(items) {
-    for (const item of items) {
-      const row = this.rows.get(this.key(item));
-      if (row !== undefined) this.update(row.node, item);
-    }
+  /** A row came into sight: brings it up to date. */
+  reveal(key) {
+    const row = this.rows.get(key);
+    if (row === undefined || row.pending === undefined) return;
+    const item = row.pending;
+    row.pending = undefined;
+    row.version = this.version(item);
+    this.update(row.node, item);
   }
 }
 

@@ -34,6 +34,23 @@ export function el(tag, text, className) {
   return node;
 }
 
+/**
+ * ``value`` made visible, cut, and wrapped in bidi isolates (FSI … PDI): several received
+ * strings can then share one text node (see ``elIsolated``) without reordering each other.
+ */
+export function isolate(value, limit = 200) {
+  return `\u2068${cut(visible(value), limit)}\u2069`;
+}
+
+/** A new element whose text was already made safe with ``isolate``/``visible``. */
+export function elIsolated(tag, safeText, className) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  node.dir = "auto";
+  node.textContent = safeText;
+  return node;
+}
+
 /** Sets ``node``'s text (visible, one line) unless it is already that: cheap to call often. */
 export function setText(node, text, limit = 400) {
   const value = cut(visible(text), limit);

@@ -3,7 +3,9 @@
 
 import { newSparkline, sparkline } from "./dashboard-charts.js";
 import { KeyedList } from "./dashboard-lists.js";
-import { clock, cut, el, longText, pre, setClass, setText, visible } from "./dashboard-text.js";
+import {
+  clock, cut, el, elIsolated, isolate, longText, pre, setClass, setText, visible,
+} from "./dashboard-text.js";
 
 export const SKEW_S = 300;
 
@@ -26,27 +28,14 @@ function isSkewed(error) {
   return typeof ts !== "number" || Math.abs(ts - (error.received_at ?? ts)) > SKEW_S;
 }
 
-function field(label, value) {
-  const span = el("span", null, "field");
-  span.append(el("small", `${label} `), el("bdi", value));
-  return span;
-}
-
-function lazyDetails(label, make) {
-  const details = el("details");
-  details.append(el("summary", label));
-  details.addEventListener("toggle", () => {
-    if (details.open && details.childElementCount === 1) details.append(make());
-  });
-  return details;
-}
-
-/** One error event as a list item (the feed and a group's recent events). */
+/** One error event as a list item (the feed and a group's recent events): few elements, since
+ * a storm makes many of them; the received strings share text nodes, each one isolated. */
 export function errorItem(error, onGroup) {
   const item = el("li", null, `error-item ${visible(error.severity)}`);
   const head = el("div", null, "head");
-  head.append(el("span", error.severity, "sev"), el("strong", error.component ?? error.source),
-              el("span", error.error_type ?? "", "type"));
+  head.append(el("span", error.severity, "sev"),
+              elIsolated("span", `${isolate(error.component ?? error.source, 80)} ` +
+                         `${isolate(error.error_type ?? "", 80)}`, "what"));
   if (isSkewed(error)) head.append(el("span", "clock skew", "pill skewed"));
   if (error.fingerprint && onGroup) {
     const link = el("button", `group ${cut(visible(error.fingerprint), 12)}`, "linkish");
@@ -55,20 +44,27 @@ export function errorItem(error, onGroup) {
     head.append(link);
   }
   const [host, pid] = hostPid(error);
-  const meta = el("div", null, "meta");
-  const received = error.received_at ?? error.timestamp;
-  meta.append(field("received", clock(received)));
-  if (isSkewed(error)) meta.append(field("stamped", clock(error.timestamp)));
+  const fields = [`received ${clock(error.received_at ?? error.timestamp)}`];
+  if (isSkewed(error)) fields.push(`stamped ${clock(error.timestamp)}`);
   for (const [label, value] of [["instance", error.instance_id ?? error.source],
     ["host", host], ["pid", pid], ["release", error.release],
     ["env", error.environment], ["id", error.error_id]]) {
-    if (value !== undefined && value !== null && value !== "") meta.append(field(label, value));
+    if (value !== undefined && value !== null && value !== "") fields.push(`${label} ${isolate(value, 120)}`);
   }
-  item.append(head, longText(error.message, 300, "message"), meta);
-  if (error.traceback) item.append(lazyDetails("traceback", () => pre(error.traceback)));
+  item.append(head, longText(error.message, 300, "message"),
+              elIsolated("div", fields.join(" · "), "meta"));
   const context = error.context;
-  if (context && typeof context === "object" && Object.keys(context).length) {
-    item.append(lazyDetails("context", () => pre(JSON.stringify(context, null, 2))));
+  const hasContext = context && typeof context === "object" && Object.keys(context).length > 0;
+  if (error.traceback || hasContext) {
+    const details = el("details");
+    details.append(el("summary", [error.traceback && "traceback", hasContext && "context"]
+      .filter(Boolean).join(" · ")));
+    details.addEventListener("toggle", () => {
+      if (!details.open || details.childElementCount > 1) return;
+      if (error.traceback) details.append(pre(error.traceback));
+      if (hasContext) details.append(pre(JSON.stringify(context, null, 2)));
+    });
+    item.append(details);
   }
   return item;
 }

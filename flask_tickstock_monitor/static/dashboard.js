@@ -16,7 +16,9 @@ const PAGE = 100; // errors shown at first, and fetched per "older" page
 const MAX_ERRORS = 1000; // errors kept in memory at most (paging back stops there)
 const MAX_INVALIDATIONS = 100;
 const MAX_OPEN = 4; // instances opened at once (each draws charts)
-const RENDER_GAP_MS = 200; // at most five renders a second, however many messages arrive
+// Renders wait at least 250 ms after the last one, longer the more messages arrive (a storm of
+// hundreds a second renders once a second): the page's work stays bounded, however busy.
+const RENDER_GAP_MS = [250, 1000];
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -114,17 +116,23 @@ const dirty = new Set();
 let scheduled = false;
 let lastRender = 0;
 
+let messages = 0; // since the last render
+let lastBatch = 0; // messages the last render took in
+
 function mark(...regions) {
   for (const region of regions) dirty.add(region);
+  messages += regions.length ? 1 : 0;
   if (scheduled) return;
   scheduled = true;
-  const wait = Math.max(0, RENDER_GAP_MS - (performance.now() - lastRender));
+  const [least, most] = RENDER_GAP_MS;
+  const gap = Math.min(most, least + 5 * lastBatch);
+  const wait = Math.max(0, gap - (performance.now() - lastRender));
   setTimeout(() => requestAnimationFrame(render), wait);
 }
 
 const views = {
   instances: instanceTable($("instances-body"), {
-    open: state.open, series: state.series, now: serverNow,
+    open: state.open, series: state.series, now: serverNow, get: (id) => state.instances.get(id),
     get thisInstance() { return state.view?.this_instance; },
     onToggle: toggleInstance,
   }),
@@ -134,40 +142,63 @@ const views = {
   chart: new RateChart($("rate-chart")),
 };
 
-function render() {
-  scheduled = false;
-  lastRender = performance.now();
-  const regions = new Set(dirty);
-  dirty.clear();
-  if (regions.has("instances")) {
+const regionRenderers = {
+  errors: renderErrors,
+  instances() {
     const shown = [...state.instances.values()].filter(instanceMatches).sort(byState);
     $("no-instances").hidden = views.instances.sync(shown) > 0;
     const down = shown.filter((i) => i.state !== "healthy").length;
     setText($("summary"), `${shown.length} instance(s), ${down} not healthy`);
-  }
-  if (regions.has("ages")) views.instances.refresh([...state.instances.values()]);
-  if (regions.has("errors")) renderErrors();
-  if (regions.has("groups")) {
+  },
+  ages() { views.instances.ages([...state.instances.values()]); },
+  groups() {
     const shown = state.groups.filter(groupMatches).slice(0, 100);
     $("no-groups").hidden = views.groups.sync(shown) > 0;
     setText($("groups-source"), state.groupSource ? `from ${state.groupSource}` : "");
-  }
-  if (regions.has("invalidations")) {
+  },
+  invalidations() {
     $("no-invalidations").hidden = views.invalidations.sync(state.invalidations) > 0;
-  }
-  if (regions.has("chart") && state.view) views.chart.set(state.view.errors_per_minute);
-  if (regions.has("detail")) {
+  },
+  chart() { if (state.view) views.chart.set(state.view.errors_per_minute); },
+  detail() {
     renderDetail($("detail"), state.detail, {
       durable: Boolean(config.durable), act: groupAction, close: () => selectGroup(""),
     });
+  },
+  filters: renderFilters,
+};
+const FRAME_BUDGET_MS = 6; // of script per frame: the rest of the regions go to the next one
+
+let cycle = null; // the regions this render still has to draw (it may span a few frames)
+
+function render() {
+  const started = performance.now();
+  if (cycle === null) {
+    cycle = new Set(dirty);
+    dirty.clear();
   }
-  if (regions.has("filters")) renderFilters();
+  for (const [region, draw] of Object.entries(regionRenderers)) {
+    if (!cycle.has(region)) continue;
+    cycle.delete(region);
+    draw();
+    if (performance.now() - started > FRAME_BUDGET_MS && [...cycle].some((r) => r in regionRenderers)) {
+      requestAnimationFrame(render); // the rest in the next frame, without waiting for the gap
+      return;
+    }
+  }
+  cycle = null;
   renderHeader();
+  scheduled = false;
+  lastBatch = messages;
+  messages = 0;
+  lastRender = performance.now();
+  if (dirty.size) mark(); // what arrived meanwhile, after the gap
 }
 
 function renderErrors() {
+  // Kept: what is shown (state.cap, raised by paging back) and a page more, for filters.
   const all = [...state.errors.values()].sort((a, b) => b.received_at - a.received_at);
-  while (all.length > MAX_ERRORS) state.errors.delete(all.pop().error_id);
+  while (all.length > Math.min(MAX_ERRORS, state.cap + PAGE)) state.errors.delete(all.pop().error_id);
   const shown = all.filter(errorMatches).slice(0, state.cap);
   $("no-errors").hidden = views.errors.sync(shown) > 0;
   const older = state.older;
@@ -509,7 +540,7 @@ connectLive(config.socket || {}, { onEvent, onLive });
 const pollMs = Math.max(250, Number(config.poll_ms) || 1000);
 let lastPoll = 0;
 setInterval(() => {
-  const due = state.live ? 5000 : pollMs;
+  const due = state.live ? 10000 : pollMs;
   if (Date.now() - lastPoll >= due - 50) {
     lastPoll = Date.now();
     refresh();
