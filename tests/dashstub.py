@@ -103,6 +103,7 @@ class Stub:
         self.invalidations: list[dict[str, Any]] = []
         self.series: dict[str, dict[str, Any]] = {}
         self.facets: dict[str, list[str]] = {}
+        self.errors_per_minute: dict[str, Any] | None = None  # else made from ``errors``
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.actions: list[tuple[str, str, str | None]] = []
 
@@ -119,7 +120,8 @@ class Stub:
             "instances_total": len(self.instances),
             "errors": {"window_s": 300.0, "count": len(recent), "per_min": 1.0, "recent": recent},
             "groups": self.groups,
-            "errors_per_minute": {
+            "errors_per_minute": self.errors_per_minute
+            or {
                 "by": "severity",
                 "bucket_s": 60,
                 "series_start": (now // 60 - 59) * 60,
@@ -172,7 +174,9 @@ class Stub:
 
         @bp.get("/api/groups")
         def groups() -> Any:
-            return jsonify({"source": "database" if self.durable else "memory", "groups": self.groups})
+            return jsonify(
+                {"source": "database" if self.durable else "memory", "groups": self.groups}
+            )
 
         @bp.get("/api/groups/<path:fp>")
         def one_group(fp: str) -> Any:
@@ -207,15 +211,25 @@ class Stub:
             page = rows[:limit]
             more = len(rows) > limit
             return jsonify(
-                {"source": "memory", "errors": page, "next_before": page[-1]["cursor"] if more else None}
+                {
+                    "source": "memory",
+                    "errors": page,
+                    "next_before": page[-1]["cursor"] if more else None,
+                }
             )
 
         @bp.get("/api/instances/<path:iid>/series")
         def series(iid: str) -> Any:
             if iid not in self.series:
                 return jsonify({"error": "unknown instance"}), 404
-            return jsonify({"id": iid, "bucket_s": 5.0, "series_start": time.time() - 3600,
-                            "metrics": self.series[iid]})
+            return jsonify(
+                {
+                    "id": iid,
+                    "bucket_s": 5.0,
+                    "series_start": time.time() - 3600,
+                    "metrics": self.series[iid],
+                }
+            )
 
         app.register_blueprint(bp)
         return app

@@ -11,9 +11,9 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from browserutil import assert_nothing_ran, chromium
 from flask import Flask, request
 from flask_socketio import SocketIO
-from browserutil import assert_nothing_ran, chromium
 from relayutil import invalidation, publish, relay_of, serving, wait_for
 
 from flask_tickstock_monitor import TickStockMonitor

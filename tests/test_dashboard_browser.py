@@ -91,8 +91,16 @@ def hostile_stub() -> Stub:
         )
     ]
     stub.invalidations = [
-        {"cache": h, "action": "invalidate", "keys": [h], "scope": h, "origin": h,
-         "timestamp": time.time(), "caches": [h], "invalidation_id": h}
+        {
+            "cache": h,
+            "action": "invalidate",
+            "keys": [h],
+            "scope": h,
+            "origin": h,
+            "timestamp": time.time(),
+            "caches": [h],
+            "invalidation_id": h,
+        }
     ]
     stub.facets = {name: [h] for name in ("severity", "component", "instance", "release")}
     stub.series = {f"id {h}": {h: [[time.time() - 10, 1], [time.time(), 2]]}}
@@ -121,12 +129,22 @@ def test_hostile_text_in_every_view_stays_text(open_page):
 def test_layout_width_holds_with_100kb_message_and_instance_id(open_page):
     stub = Stub()
     huge = "x" * 100_000
-    stub.instances = [instance(f"i{huge}", "unhealthy", components={"db": {"status": "unhealthy",
-                                                                          "details": huge}})]
+    stub.instances = [
+        instance(
+            f"i{huge}", "unhealthy", components={"db": {"status": "unhealthy", "details": huge}}
+        )
+    ]
     stub.errors = [error(1, message=huge, traceback=huge, fingerprint="fpX", context={"k": huge})]
     stub.groups = [group("fpX", message=huge)]
-    stub.invalidations = [{"cache": huge, "action": "invalidate", "keys": [huge],
-                           "timestamp": time.time(), "caches": [huge]}]
+    stub.invalidations = [
+        {
+            "cache": huge,
+            "action": "invalidate",
+            "keys": [huge],
+            "timestamp": time.time(),
+            "caches": [huge],
+        }
+    ]
     stub.series = {f"i{huge}": {"memory_usage_mb": [[time.time() - 10, 1], [time.time(), 2]]}}
     page = open_page(stub)
     page.locator("#errors > li").first.wait_for(timeout=5000)
@@ -151,7 +169,9 @@ def test_layout_width_holds_with_100kb_message_and_instance_id(open_page):
 def test_rtl_override_and_controls_are_isolated_and_visible(open_page):
     stub = Stub()
     stub.instances = [instance("RTL\u202egnp.exe")]
-    stub.errors = [error(1, message="file \u202egnp.exe\u202c and \x1b[31mred\x00", fingerprint="f")]
+    stub.errors = [
+        error(1, message="file \u202egnp.exe\u202c and \x1b[31mred\x00", fingerprint="f")
+    ]
     page = open_page(stub)
     page.locator("#errors > li").first.wait_for(timeout=5000)
     row = page.locator("#instances-body .instance").first
@@ -234,7 +254,7 @@ def test_filters_in_the_url_reproduce_a_view(open_page):
     page.locator("#filter-component").select_option("db")
     page.wait_for_function("location.search.includes('component=db')")
     linked = page.url
-    again = open_page(stub, linked[linked.index("?"):])
+    again = open_page(stub, linked[linked.index("?") :])
     again.locator("#errors > li").first.wait_for(timeout=5000)
     assert again.locator("#errors > li .message").all_inner_texts() == ["disk full"]
     assert again.locator("#filter-component").input_value() == "db"
@@ -264,11 +284,17 @@ def test_group_actions_hidden_without_the_durable_log(open_page):
 
 def test_instances_sorted_by_state_and_scrolling_on_their_own(open_page):
     stub = Stub()
-    states = ["healthy"] * 190 + ["stale"] * 3 + ["offline"] * 3 + ["unhealthy"] * 2 + ["degraded"] * 2
+    states = (
+        ["healthy"] * 190 + ["stale"] * 3 + ["offline"] * 3 + ["unhealthy"] * 2 + ["degraded"] * 2
+    )
     stub.instances = [instance(f"w-{i:03d}", state) for i, state in enumerate(states)]
     stub.errors = [error(1)]
-    stub.series = {"w-190": {"memory_usage_mb": [[time.time() - 60 + i, 80 + i] for i in range(60)],
-                             "redis_latency_ms": [[time.time() - 60 + i, 0.4] for i in range(60)]}}
+    stub.series = {
+        "w-190": {
+            "memory_usage_mb": [[time.time() - 60 + i, 80 + i] for i in range(60)],
+            "redis_latency_ms": [[time.time() - 60 + i, 0.4] for i in range(60)],
+        }
+    }
     page = open_page(stub)
     rows = page.locator("#instances-body .instance")
     rows.nth(199).wait_for(timeout=5000)

@@ -50,8 +50,13 @@ def beat(i: int, seq: int) -> str:
                     "database": {"status": status, "details": "pool 3/10"},
                 }
             },
-            "instance": {"id": f"worker-{i:03d}", "host": f"host-{i // 10}", "pid": 1000 + i,
-                         "boot_id": "b1", "uptime_s": 100.0 + seq},
+            "instance": {
+                "id": f"worker-{i:03d}",
+                "host": f"host-{i // 10}",
+                "pid": 1000 + i,
+                "boot_id": "b1",
+                "uptime_s": 100.0 + seq,
+            },
             "seq": seq,
             "interval_s": 1,
         }
@@ -153,8 +158,13 @@ class Trace:
         cdp.on("Tracing.tracingComplete", lambda p: self.done.set())
 
     def start(self) -> None:
-        self.cdp.send("Tracing.start", {"categories": "devtools.timeline,disabled-by-default-devtools.timeline",
-                                        "transferMode": "ReportEvents"})
+        self.cdp.send(
+            "Tracing.start",
+            {
+                "categories": "devtools.timeline,disabled-by-default-devtools.timeline",
+                "transferMode": "ReportEvents",
+            },
+        )
 
     def stop(self, page: Any) -> list[tuple[float, float, float]]:
         """(start s, wall ms, cpu ms) of each task on the page's main thread."""
@@ -170,7 +180,8 @@ class Trace:
         return [
             (e["ts"] / 1e6, e.get("dur", 0) / 1e3, e.get("tdur", 0) / 1e3)
             for e in self.events
-            if e.get("name") == "RunTask" and (e.get("pid"), e.get("tid")) == main
+            if e.get("name") == "RunTask"
+            and (e.get("pid"), e.get("tid")) == main
             and e.get("ph") == "X"
         ]
 

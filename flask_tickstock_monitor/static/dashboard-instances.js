@@ -112,7 +112,7 @@ function updateDetail(row, item, ctx) {
               el("span", c?.status ?? "?", `pill ${visible(c?.status ?? "")}`));
     const rest = Object.entries(c || {}).filter(([k]) => k !== "status");
     for (const [k, v] of rest.slice(0, 12)) {
-      li.append(" ", el("span", `${cut(visible(k), 40)}: ${cut(visible(typeof v === "string" ? v : JSON.stringify(v)), 300)}`, "detail"));
+      li.append(" ", el("span", `${cut(visible(k), 40)}: ${cut(visible(typeof v === "string" ? v : JSON.stringify(v)), 300)}`, "component-detail"));
     }
     list.append(li);
   }
