@@ -22,9 +22,10 @@ PARTS = {
     "storm": "storm",
     "instructions": "instructions",
     "metrics": "metrics_scrape",
+    "dashboard": "dashboard_view",
 }
-#: run only when asked for (``--only``): minutes under valgrind; the scrape of 200 instances
-OPT_IN = {"instructions", "metrics"}
+#: run only when asked for (``--only``): minutes under valgrind; 200 instances scraped or viewed
+OPT_IN = {"instructions", "metrics", "dashboard"}
 
 
 def load(part: str) -> Any:

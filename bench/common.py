@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import statistics
@@ -41,3 +42,11 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
         for r in rows
     ]
     return "\n".join([line, sep, *body])
+
+
+def scale_arguments(doc: str | None) -> argparse.Namespace:
+    """``--instances N --count N`` of a bench that times requests over N instances."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument("--count", type=int, default=200)
+    return parser.parse_args()

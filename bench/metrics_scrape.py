@@ -9,7 +9,6 @@ what one scrape of the endpoint costs: SCAN + MGET, validation, the families, th
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import time
@@ -22,7 +21,7 @@ from flask_tickstock_monitor.cluster_metrics import ClusterCollector
 from flask_tickstock_monitor.constants import latest_key
 from flask_tickstock_monitor.metrics import new_registry, render
 
-from .common import median, percentile, redis_server
+from .common import median, percentile, redis_server, scale_arguments
 
 CHANNEL = "tickstock:monitoring"
 
@@ -109,10 +108,7 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=200)
-    parser.add_argument("--count", type=int, default=200)
-    args = parser.parse_args()
+    args = scale_arguments(__doc__)
     result = run(args.instances, args.count)
     print(
         f"{result['scrapes']} scrapes of {result['instances']} instances + 50 error groups:"

@@ -58,6 +58,7 @@ class _Group:
         "series",
         "status",
         "regression",
+        "cached",
     )
 
     def __init__(self, fingerprint: str, seen: float, capacity: int):
@@ -69,9 +70,17 @@ class _Group:
         self.series = MinuteSeries()
         self.status = "open"
         self.regression = False
+        self.cached: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def to_dict(self, now: float, top: int) -> dict[str, Any]:
+        """The group as a dict; made again only when it changed (a dashboard asks every
+        second for groups that mostly did not)."""
         minute = int(now // 60)
+        new = now - self.first_seen < NEW_FOR
+        key = (self.count, self.status, self.regression, minute, new, top)
+        cached = self.cached
+        if cached is not None and cached[0] == key:
+            return dict(cached[1])
         event = self.last_event
         group: dict[str, Any] = {
             "fingerprint": self.fingerprint,
@@ -87,11 +96,12 @@ class _Group:
             series=self.series.values(minute),
             series_start=float((minute - MINUTES + 1) * 60),
             status=self.status,
-            new=now - self.first_seen < NEW_FOR,
+            new=new,
             regression=self.regression,
             last_event=dict(event),
         )
-        return group
+        self.cached = (key, group)
+        return dict(group)
 
 
 class GroupBook:
@@ -226,8 +236,8 @@ class GroupBook:
         limit: int | None = 100,
         where: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """Groups as dicts (see SHAPES.md), most recent (or most counted) first; ``where``:
-        only the groups (as dicts) it accepts."""
+        """Groups as dicts (see docs/error-groups.md), most recent (or most counted) first;
+        ``where``: only the groups (as dicts) it accepts."""
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
         if status is not None and status not in STATUSES:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 from conftest import wait_for
 from relayutil import publish
+from servers import free_port
 
 from flask_tickstock_monitor import events
 from flask_tickstock_monitor.dashboard_query import instance_order
@@ -413,6 +414,17 @@ def test_history_survives_a_restart(durable):
     assert len(fresh.ok(f"api/groups/{disk['fingerprint']}")["events"]) == 2
 
 
+def test_a_database_that_cannot_answer_is_a_503(dash):
+    d = dash(
+        TICKSTOCK_MONITOR_DATABASE_URI=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x"
+    )
+    for path in ("api/groups", "api/errors", "api/groups/0123456789abcdef"):
+        status, body = d.get(path)
+        assert status == 503 and body["error"].startswith("the durable error log cannot be read")
+    assert d.plane.stats()["read_errors"] == 3
+    assert d.ok("api/view")["durable"] is True  # the live view does not need the database
+
+
 def test_durable_errors_page_without_duplicates_or_gaps(durable):
     d = durable()
     write_through_the_app(d, [(f"error {n:03}", "error") for n in range(120)])
@@ -444,6 +456,7 @@ def test_memory_errors_page_without_duplicates_or_gaps_while_more_arrive(dash):
     arriving = iter(range(1000, 1100))
     pages = page_through(d, 100, lambda: d.errors(error(f"late {next(arriving)}")))
     assert [len(page) for page in pages] == [100, 100, 50]
+    assert len(d.ok("api/view")["errors"]["recent"]) == 100  # the view shows the newest 100
     messages = [e["message"] for page in pages for e in page]
     assert messages == [f"error {n:03}" for n in range(249, -1, -1)]
     assert d.ok("api/errors", limit=1)["errors"][0]["message"] == "late 1001"
