@@ -60,3 +60,8 @@ def page_width(page: Any) -> dict[str, int]:
         "({scroll: document.documentElement.scrollWidth, body: document.body.scrollWidth,"
         " viewport: window.innerWidth})"
     )
+
+
+def plain(text: str | None) -> str:
+    """Shown text without the bidi isolates (FSI … PDI) the page puts around received strings."""
+    return (text or "").replace("\u2068", "").replace("\u2069", "")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
-from browserutil import assert_nothing_ran, chromium
+from browserutil import assert_nothing_ran, chromium, plain
 from flask import Flask, request
 from flask_socketio import SocketIO
 from relayutil import invalidation, publish, relay_of, serving, wait_for
@@ -175,7 +178,8 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
         page.goto(f"{url}/monitor/")
         row = page.locator('[data-key="worker-7"]')
         row.wait_for(timeout=5000)  # a late-opened page shows what is known at once
-        assert "healthy" in row.inner_text() and "symbols_tracked: 70" in row.inner_text()
+        text = plain(row.inner_text())
+        assert "healthy" in text and "symbols_tracked: 70" in text
         page.locator("#link", has_text="live" if socketio else "polling").wait_for(timeout=5000)
 
         app.test_client().get("/boom")  # an error raised in the app
@@ -184,16 +188,18 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
         assert message.first.text_content() == f"RuntimeError: {HOSTILE}"  # shown as text ...
         assert page.locator("#errors img").count() == 0  # ... never as HTML
         assert page.evaluate("document.body.dataset.pwned") is None
-        assert "RuntimeError" in page.locator("#errors li").first.inner_text()
+        assert "RuntimeError" in plain(page.locator("#errors li").first.inner_text())
 
         publish(
             client, heartbeat("worker-7", "degraded", symbols_tracked=12), "tickstock:monitoring"
         )
         page.locator('[data-key="worker-7"] .pill.degraded').wait_for(timeout=5000)
-        assert "symbols_tracked: 12" in row.inner_text()
+        assert "symbols_tracked: 12" in plain(row.inner_text())
 
         monitor.invalidate("relationship", ["nasdaq100"], scope="universe", app=app)
-        page.locator("#invalidations li", has_text="keys nasdaq100").wait_for(timeout=5000)
+        item = page.locator("#invalidations li", has_text="nasdaq100")
+        item.wait_for(timeout=5000)
+        assert "relationship: keys nasdaq100 (scope universe)" in plain(item.inner_text())
     finally:
         page.close()
 
@@ -300,3 +306,31 @@ def test_group_resolve_and_instance_charts_on_the_real_api(
         assert_nothing_ran(page)
     finally:
         page.close()
+
+
+def test_the_package_ships_the_page_and_its_vendored_libraries():
+    """Every static file (the vendored libraries and their licences too) is package data, and
+    the vendored files are the versions scripts/vendor.sh pins."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parent.parent
+    package = root / "flask_tickstock_monitor"
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["flask_tickstock_monitor"]
+    files = [p.relative_to(package).as_posix() for p in (package / "static").rglob("*")]
+    files += ["templates/tickstock_monitor_dashboard.html"]
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert missing == [] and "static/vendor/socket.io.min.js" in files
+
+    pins = dict(
+        re.findall(
+            r"^(SOCKET_IO_CLIENT|UPLOT)=(\S+)$", (root / "scripts/vendor.sh").read_text(), re.M
+        )
+    )
+    vendor = package / "static" / "vendor"
+    assert (
+        f"Socket.IO v{pins['SOCKET_IO_CLIENT']}" in (vendor / "socket.io.min.js").read_text()[:200]
+    )
+    assert f"(v{pins['UPLOT']})" in (vendor / "uPlot.iife.min.js").read_text()[:200]
+    for licence in ("socket.io-client.LICENSE", "uPlot.LICENSE"):
+        assert "MIT License" in (vendor / licence).read_text()

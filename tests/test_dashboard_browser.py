@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from browserutil import HOSTILE, HOSTILE_TEXT, assert_nothing_ran, chromium, page_width
+from browserutil import HOSTILE, HOSTILE_TEXT, assert_nothing_ran, chromium, page_width, plain
 from dashstub import Stub, error, group, instance
 from relayutil import serving
 
@@ -122,8 +122,8 @@ def test_hostile_text_in_every_view_stays_text(open_page):
     for text in HOSTILE:  # shown, as text, in each view
         assert text in body
     for where in ("#errors", "#detail", "#groups-body", "#instances-body", "#invalidations"):
-        assert HOSTILE[0] in page.locator(where).inner_text(), where
-    assert HOSTILE[0] in page.locator("#filter-component").inner_text()
+        assert HOSTILE[0] in page.locator(where).text_content(), where  # (out of sight too)
+    assert HOSTILE[0] in page.locator("#filter-component").text_content()
 
 
 def test_layout_width_holds_with_100kb_message_and_instance_id(open_page):
@@ -307,8 +307,8 @@ def test_instances_sorted_by_state_and_scrolling_on_their_own(open_page):
     page.locator('#instances-body [data-key="w-190"]').click()  # a stale one: components, charts
     detail = page.locator("#instances-body .instance-detail")
     detail.locator(".metric-chart canvas").nth(1).wait_for(timeout=5000)
-    assert "database is stale" in detail.inner_text()
-    assert "latency_ms: 0.4" in detail.inner_text()
+    text = plain(detail.inner_text())
+    assert "database is stale" in text and "latency_ms: 0.4" in text
     page.locator("#instances-section > summary").click()  # and the section collapses
     assert not page.locator(".instances-box").is_visible()
 
@@ -319,7 +319,8 @@ def test_error_context_host_and_pid_are_shown(open_page):
     page = open_page(stub)
     item = page.locator("#errors > li").first
     item.wait_for(timeout=5000)
-    assert "db-host-9" in item.inner_text() and "31337" in item.inner_text()
+    text = plain(item.inner_text())
+    assert "db-host-9" in text and "31337" in text
     item.locator("summary", has_text="context").click()
     assert '"order_id": 4711' in item.locator("pre").last.text_content()
     assert "Traceback" in item.locator("pre").first.text_content()

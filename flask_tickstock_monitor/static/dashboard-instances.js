@@ -3,7 +3,9 @@
 
 import { metricCharts } from "./dashboard-charts.js";
 import { KeyedList } from "./dashboard-lists.js";
-import { ago, cut, duration, el, num, setClass, setText, visible } from "./dashboard-text.js";
+import {
+  ago, cut, duration, el, elIsolated, isolate, num, setClass, setIsolated, setText, visible,
+} from "./dashboard-text.js";
 
 const RANK = { unhealthy: 0, offline: 1, stale: 2, degraded: 3, unknown: 4, healthy: 5 };
 
@@ -60,13 +62,13 @@ function createRow(onToggle) {
 
 function componentsText(components) {
   return Object.entries(components || {}).slice(0, 12).map(([name, c]) =>
-    `${cut(visible(name), 40)}: ${visible(c?.status ?? "?")}` +
-    (c?.details ? ` (${cut(visible(c.details), 60)})` : "")).join(" · ");
+    `${isolate(name, 40)}: ${isolate(c?.status ?? "?", 20)}` +
+    (c?.details ? ` (${isolate(c.details, 60)})` : "")).join(" · ");
 }
 
 function metricsText(metrics) {
   return Object.entries(metrics || {}).slice(0, 12)
-    .map(([k, v]) => `${cut(visible(k), 40)}: ${cut(num(v), 40)}`).join("  ");
+    .map(([k, v]) => `${isolate(k, 40)}: ${isolate(num(v), 40)}`).join("  ");
 }
 
 function updateRow(row, inst, ctx) {
@@ -79,11 +81,11 @@ function updateRow(row, inst, ctx) {
   const pill = c.state.firstChild;
   setText(pill, inst.state ?? "?");
   setClass(pill, `pill ${visible(inst.state ?? "")}`);
-  setText(c.where, `${visible(inst.host ?? "?")} · pid ${visible(inst.pid ?? "?")}`, 120);
+  setIsolated(c.where, `${isolate(inst.host ?? "?", 80)} · pid ${isolate(inst.pid ?? "?", 20)}`);
   updateAge(row, inst, ctx);
   setText(c.uptime, duration(inst.uptime_s));
-  setText(c.health, componentsText(inst.components), 300);
-  setText(c.metrics, metricsText(inst.metrics), 300);
+  setIsolated(c.health, componentsText(inst.components));
+  setIsolated(c.metrics, metricsText(inst.metrics));
   setText(c.beats, `${inst.beats ?? "?"} (${inst.lost_beats ?? 0} / ${inst.restarts ?? 0})`);
 }
 
@@ -112,7 +114,8 @@ function updateDetail(row, item, ctx) {
               el("span", c?.status ?? "?", `pill ${visible(c?.status ?? "")}`));
     const rest = Object.entries(c || {}).filter(([k]) => k !== "status");
     for (const [k, v] of rest.slice(0, 12)) {
-      li.append(" ", el("span", `${cut(visible(k), 40)}: ${cut(visible(typeof v === "string" ? v : JSON.stringify(v)), 300)}`, "component-detail"));
+      const text = typeof v === "string" ? v : JSON.stringify(v);
+      li.append(" ", elIsolated("span", `${isolate(k, 40)}: ${isolate(text, 300)}`, "component-detail"));
     }
     list.append(li);
   }

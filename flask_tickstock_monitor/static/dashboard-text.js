@@ -51,6 +51,13 @@ export function elIsolated(tag, safeText, className) {
   return node;
 }
 
+/** Sets text already made safe with ``isolate``/``visible``, unless it is already that. */
+export function setIsolated(node, safeText) {
+  if (node.textContent !== safeText) node.textContent = safeText;
+  if (node.dir !== "auto") node.dir = "auto";
+  return node;
+}
+
 /** Sets ``node``'s text (visible, one line) unless it is already that: cheap to call often. */
 export function setText(node, text, limit = 400) {
   const value = cut(visible(text), limit);

@@ -4,7 +4,7 @@
 import { newSparkline, sparkline } from "./dashboard-charts.js";
 import { KeyedList } from "./dashboard-lists.js";
 import {
-  clock, cut, el, elIsolated, isolate, longText, pre, setClass, setText, visible,
+  clock, cut, el, elIsolated, isolate, longText, pre, setClass, setIsolated, setText, visible,
 } from "./dashboard-text.js";
 
 export const SKEW_S = 300;
@@ -106,7 +106,7 @@ function updateGroupRow(row, group, selected) {
   setClass(pill, `pill ${visible(group.status ?? "open")}`);
   setText(status.lastChild, MARKS.filter(([k]) => group[k]).map(([, t]) => t).join(" "));
   setText(message.firstChild, group.message ?? "", 200);
-  setText(message.lastChild, `${visible(group.error_type ?? "")} · ${cut(visible(group.fingerprint), 16)}`);
+  setIsolated(message.lastChild, `${isolate(group.error_type ?? "", 80)} · ${isolate(group.fingerprint, 16)}`);
   setText(count, group.count ?? 0);
   sparkline(spark.firstChild, group.series);
   setText(first, clock(group.first_seen));
@@ -157,9 +157,9 @@ export function renderDetail(panel, detail, actions) {
   close.addEventListener("click", actions.close);
   head.append(el("h3", `Group ${cut(visible(detail.fingerprint), 40)}`), close);
   const body = [head, longText(group.message ?? "", 300, "message"),
-    el("div", `${visible(group.error_type ?? "")} · ${group.count ?? "?"} events · status ` +
-      `${visible(group.status ?? "?")} · first ${clock(group.first_seen)} · last ` +
-      `${clock(group.last_seen)}`, "meta")];
+    elIsolated("div", `${isolate(group.error_type ?? "", 80)} · ${isolate(group.count ?? "?", 20)} ` +
+      `events · status ${isolate(group.status ?? "?", 20)} · first ${clock(group.first_seen)} · ` +
+      `last ${clock(group.last_seen)}`, "meta")];
   const buttons = el("div", null, "actions");
   if (actions.durable) {
     for (const action of ["resolve", "ignore", "reopen"]) {
@@ -188,13 +188,16 @@ export function renderDetail(panel, detail, actions) {
 
 function invalidationItem(inv) {
   const item = el("li", null, "invalidation");
-  const keys = Array.isArray(inv.keys) ? inv.keys.map((k) => visible(k)).join(", ") : "";
-  const what = inv.action === "clear" ? "cleared" : `keys ${keys}`;
-  item.append(el("div", `${visible(inv.cache)}: ${what}${inv.scope ? ` (scope ${visible(inv.scope)})` : ""}`),
-              el("div", `${clock(inv.timestamp)} · ${inv.reason ? `gap: ${visible(inv.reason)}` :
-                 inv.local ? "local" : `from ${visible(inv.origin ?? "?")}`} · applied to ` +
-                 `${(Array.isArray(inv.caches) ? inv.caches : []).map((c) => visible(c)).join(", ") || "nothing"}`,
-                 "meta"));
+  const list = (values) => (Array.isArray(values) ? values : []).slice(0, 50)
+    .map((v) => isolate(v, 120)).join(", ");
+  const what = inv.action === "clear" ? "cleared" : `keys ${list(inv.keys)}`;
+  const from = inv.reason ? `gap: ${isolate(inv.reason, 120)}` :
+    inv.local ? "local" : `from ${isolate(inv.origin ?? "?", 120)}`;
+  item.append(
+    elIsolated("div", `${isolate(inv.cache, 120)}: ${what}` +
+      (inv.scope ? ` (scope ${isolate(inv.scope, 120)})` : "")),
+    elIsolated("div", `${clock(inv.timestamp)} · ${from} · applied to ${list(inv.caches) || "nothing"}`,
+      "meta"));
   return item;
 }
 
