@@ -6,12 +6,15 @@ import { RateChart } from "./dashboard-charts.js";
 import { instanceTable, byState, fromBeat } from "./dashboard-instances.js";
 import { BoundedMap } from "./dashboard-lists.js";
 import { el, setClass, setText, visible } from "./dashboard-text.js";
+import {
+  FILTERS, filterQuery, matchesError, matchesGroup, matchesInstance, readFilters, seenFacets,
+  writeFilters,
+} from "./dashboard-filters.js";
 import { connectLive } from "./dashboard-live.js";
 import { SKEW_S, errorFeed, groupTable, invalidationFeed, renderDetail } from "./dashboard-views.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
 const urls = config.urls || {};
-const FILTERS = ["severity", "component", "instance", "release", "environment"];
 const PAGE = 100; // errors shown at first, and fetched per "older" page
 const MAX_ERRORS = 1000; // errors kept in memory at most (paging back stops there)
 const MAX_INVALIDATIONS = 100;
@@ -44,71 +47,13 @@ const state = {
 
 const serverNow = () => Date.now() / 1000 + state.offset;
 
-// --- filters in the URL ------------------------------------------------------------------
+// --- filters (dashboard-filters.js), on this page's state -------------------------------------
 
-function readFilters() {
-  const params = new URLSearchParams(location.search);
-  const filters = { q: params.get("q") || "", status: params.get("status") || "",
-                    group: params.get("group") || "" };
-  for (const name of FILTERS) {
-    filters[name] = params.getAll(name).flatMap((v) => v.split(",")).filter(Boolean);
-  }
-  return filters;
-}
-
-function query(extra = {}) {
-  const params = new URLSearchParams();
-  for (const name of FILTERS) if (state.filters[name].length) params.set(name, state.filters[name].join(","));
-  if (state.filters.q) params.set("q", state.filters.q);
-  for (const [k, v] of Object.entries(extra)) if (v !== undefined && v !== "") params.set(k, v);
-  return params;
-}
-
-function writeUrl() {
-  const params = query({ status: state.filters.status, group: state.filters.group });
-  const search = params.toString();
-  history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}`);
-}
-
-function has(values, value) {
-  return values.length === 0 || values.includes(String(value ?? ""));
-}
-
-function hasAny(values, counts, single) {
-  if (values.length === 0) return true;
-  if (single !== undefined && values.includes(String(single))) return true;
-  return values.some((v) => counts && Object.hasOwn(counts, v));
-}
-
-function text(value) {
-  return String(value ?? "").toLowerCase();
-}
-
-function errorMatches(e) {
-  const f = state.filters;
-  const q = f.q.toLowerCase();
-  return has(f.severity, e.severity) && has(f.component, e.component) &&
-    has(f.instance, e.instance_id ?? e.source) && has(f.release, e.release) &&
-    has(f.environment, e.environment ?? "production") &&
-    (!q || text(e.message).includes(q) || text(e.error_type).includes(q) ||
-     text(e.fingerprint).includes(q));
-}
-
-function groupMatches(g) {
-  const f = state.filters;
-  const q = f.q.toLowerCase();
-  return hasAny(f.severity, g.severities, g.severity ?? g.last_event?.severity) &&
-    hasAny(f.component, g.components) && hasAny(f.instance, g.instances) &&
-    hasAny(f.release, g.releases) && hasAny(f.environment, g.environments) &&
-    (!f.status || (g.status ?? "open") === f.status) &&
-    (!q || text(g.message).includes(q) || text(g.error_type).includes(q) ||
-     text(g.fingerprint).includes(q));
-}
-
-function instanceMatches(inst) {
-  const f = state.filters;
-  return has(f.instance, inst.id) && has(f.component, inst.component);
-}
+const query = (extra) => filterQuery(state.filters, extra);
+const writeUrl = () => writeFilters(state.filters);
+const errorMatches = (e) => matchesError(state.filters, e);
+const groupMatches = (g) => matchesGroup(state.filters, g);
+const instanceMatches = (i) => matchesInstance(state.filters, i);
 
 // --- rendering, batched --------------------------------------------------------------------
 
@@ -222,25 +167,8 @@ function renderHeader() {
   setText($("missed"), state.paused && state.missed ? `${state.missed} update(s) held back` : "");
 }
 
-/** The filter values seen in the page's own data, for a server that sends no facets. */
-function seenFacets() {
-  const seen = Object.fromEntries(FILTERS.map((name) => [name, new Set()]));
-  for (const inst of state.instances.values()) {
-    seen.instance.add(inst.id);
-    if (inst.component) seen.component.add(inst.component);
-  }
-  for (const e of state.errors.values()) {
-    for (const [name, value] of [["severity", e.severity], ["component", e.component],
-      ["instance", e.instance_id ?? e.source], ["release", e.release],
-      ["environment", e.environment ?? "production"]]) {
-      if (typeof value === "string" && seen[name].size < 200) seen[name].add(value);
-    }
-  }
-  return Object.fromEntries(FILTERS.map((name) => [name, [...seen[name]]]));
-}
-
 function renderFilters() {
-  const facets = state.view?.facets || seenFacets();
+  const facets = state.view?.facets || seenFacets(state.instances.values(), state.errors.values());
   for (const name of FILTERS) {
     const select = $(`filter-${name}`);
     const values = new Set([...(facets[name] || []).slice(0, 200).map(String), ...state.filters[name]]);
