@@ -334,3 +334,27 @@ def test_the_package_ships_the_page_and_its_vendored_libraries():
     assert f"(v{pins['UPLOT']})" in (vendor / "uPlot.iife.min.js").read_text()[:200]
     for licence in ("socket.io-client.LICENSE", "uPlot.LICENSE"):
         assert "MIT License" in (vendor / licence).read_text()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("socketio", [True, False], ids=["socketio", "polling"])
+def test_a_skewed_error_is_marked_not_pinned_on_top(dashboard_app, redis_server, browser, socketio):
+    app, monitor, url = dashboard_app(socketio=socketio)
+    client = redis_server.client()
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/monitor/")
+        page.locator("#link", has_text="live" if socketio else "polling").wait_for(timeout=5000)
+        publish(
+            client, error_event(1, message="from the future", timestamp=1e11), "tickstock:errors"
+        )
+        page.locator("#errors li", has_text="from the future").wait_for(timeout=5000)
+        publish(client, error_event(2, message="on time"), "tickstock:errors")
+        page.locator("#errors li", has_text="on time").wait_for(timeout=5000)
+        items = page.locator("#errors > li")
+        assert "on time" in items.nth(0).inner_text()  # by when it was received
+        assert "from the future" in items.nth(1).inner_text()
+        assert items.nth(1).locator(".pill.skewed").text_content() == "clock skew"
+        assert "stamped 5138-11-16" in plain(items.nth(1).inner_text())
+    finally:
+        page.close()
