@@ -309,6 +309,8 @@ def test_instances_sorted_by_state_and_scrolling_on_their_own(open_page):
     detail.locator(".metric-chart canvas").nth(1).wait_for(timeout=5000)
     text = plain(detail.inner_text())
     assert "database is stale" in text and "latency_ms: 0.4" in text
+    page.locator('#instances-body [data-key="w-190"]').click()  # closed again: row and charts gone
+    detail.wait_for(state="detached", timeout=5000)
     page.locator("#instances-section > summary").click()  # and the section collapses
     assert not page.locator(".instances-box").is_visible()
 

@@ -165,6 +165,11 @@ export function instanceTable(tbody, ctx) {
     },
     update: (row, item) => (item.inst ? updateDetail(row, item, ctx) : updateRow(row, item, ctx)),
     version: (item) => item.version,
+    dispose: (row) => {
+      observer.unobserve(row);
+      inSight.delete(row.dataset.key);
+      for (const plot of row.parts_?.charts.plots || []) plot.destroy();
+    },
   });
   return {
     sync(instances) {

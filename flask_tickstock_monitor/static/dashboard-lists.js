@@ -6,7 +6,7 @@ export class KeyedList {
    * ``container``: the parent element (tbody, ol); ``key(item)``: a string; ``create(item)`` ->
    * element; ``update(node, item)`` refreshes it (called only when ``version(item)`` changed).
    */
-  constructor(container, { key, create, update, version, shown }) {
+  constructor(container, { key, create, update, version, shown, dispose }) {
     this.container = container;
     this.key = key;
     this.create = create;
@@ -15,6 +15,7 @@ export class KeyedList {
     // ``shown(node)``: false for a row out of sight, whose update then waits until it is seen
     // (see ``reveal``): off-screen rows cost nothing however often their item changes.
     this.shown = shown || (() => true);
+    this.dispose = dispose || (() => {}); // a row is gone: free what it holds (charts, observers)
     this.rows = new Map(); // key -> { node, version, pending }
   }
 
@@ -49,6 +50,7 @@ export class KeyedList {
     }
     for (const [key, row] of this.rows) {
       if (!wanted.has(key)) {
+        this.dispose(row.node);
         row.node.remove();
         this.rows.delete(key);
       }
