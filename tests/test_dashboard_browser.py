@@ -104,6 +104,14 @@ def hostile_stub() -> Stub:
     ]
     stub.facets = {name: [h] for name in ("severity", "component", "instance", "release")}
     stub.series = {f"id {h}": {h: [[time.time() - 10, 1], [time.time(), 2]]}}
+    minute = (time.time() // 60 - 59) * 60
+    stub.errors_per_minute = {
+        "by": "severity",
+        "bucket_s": 60,
+        "series_start": minute,
+        "series": {h: [1] * 60},
+        "total": [1] * 60,
+    }  # the chart's legend
     return stub
 
 
@@ -124,6 +132,7 @@ def test_hostile_text_in_every_view_stays_text(open_page):
     for where in ("#errors", "#detail", "#groups-body", "#instances-body", "#invalidations"):
         assert HOSTILE[0] in page.locator(where).text_content(), where  # (out of sight too)
     assert HOSTILE[0] in page.locator("#filter-component").text_content()
+    assert HOSTILE[0][:39] in page.locator("#rate-chart .u-legend").text_content()  # (cut)
 
 
 def test_layout_width_holds_with_100kb_message_and_instance_id(open_page):
