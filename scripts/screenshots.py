@@ -7,6 +7,7 @@ Run: .venv/bin/python scripts/screenshots.py
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -63,7 +64,7 @@ def made_up() -> Stub:
         ]
         stub.groups.append(
             group(
-                f"{abs(hash(message)) % 16**12:012x}",
+                hashlib.sha1(message.encode()).hexdigest()[:12],
                 message=message,
                 error_type=etype,
                 severity=severity,
