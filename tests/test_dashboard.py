@@ -256,7 +256,7 @@ def test_page_pauses_and_pages_back_on_the_real_api(dashboard_app, redis_server,
         assert "error number 0" in items.nth(149).text_content()
         page.locator("#older", has_text="no older errors").wait_for(timeout=5000)
 
-        page.locator("#pause").click()  # Socket.IO events held back, no refresh
+        page.locator("#link", has_text="paused").wait_for()  # reading back paused the feed:
         publish(client, error_event(500, message="while paused"), "tickstock:errors")
         page.locator("#missed", has_text="1 update(s) held back").wait_for(timeout=5000)
         page.wait_for_timeout(1200)
@@ -264,6 +264,7 @@ def test_page_pauses_and_pages_back_on_the_real_api(dashboard_app, redis_server,
         page.locator("#pause").click()
         page.locator("#errors li", has_text="while paused").wait_for(timeout=5000)
         assert "error number 149" not in items.first.inner_text()
+        assert items.count() == 100  # back to the newest errors
     finally:
         page.close()
 

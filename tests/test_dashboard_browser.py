@@ -216,6 +216,7 @@ def test_paging_shows_older_errors(open_page):
     items.nth(99).wait_for(timeout=5000)
     assert items.count() == 100
     page.locator("#older").click()
+    page.locator("#link", has_text="paused").wait_for()  # reading back pauses the live feed
     items.nth(199).wait_for(timeout=5000)
     # (text_content: rows out of sight are not laid out, so they have no inner_text)
     assert items.count() == 200 and "error number 199" in items.nth(199).text_content()
@@ -227,6 +228,8 @@ def test_paging_shows_older_errors(open_page):
     page.locator("#older", has_text="no older errors").wait_for(timeout=5000)
     texts = items.all_text_contents()
     assert len(texts) == 250 and "error number 249" in texts[-1]
+    page.locator("#pause").click()  # resumed: the newest again
+    page.wait_for_function("document.querySelectorAll('#errors > li').length === 100")
 
 
 def test_pause_stops_updates_until_resumed(open_page):

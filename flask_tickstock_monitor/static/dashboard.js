@@ -273,6 +273,9 @@ async function loadOlder() {
     mark("errors");
     return;
   }
+  // Reading back pauses the live feed: in a storm new errors would push the older ones out
+  // of the bounded list as fast as they come. Resuming returns to the newest.
+  if (!state.paused) setPaused(true);
   // The first page starts at the oldest error shown that has a cursor (the view's memory
   // cursors; none with the durable log, whose pages start from its newest row).
   let before = older.next;
@@ -448,12 +451,19 @@ $("filter-clear").addEventListener("click", () => {
   Object.assign(state.filters, { q: "", status: "" });
   filtersChanged();
 });
-$("pause").addEventListener("click", () => {
-  state.paused = !state.paused;
+function setPaused(paused) {
+  state.paused = paused;
   state.missed = 0;
-  if (!state.paused) refresh();
+  if (!paused) {
+    state.cap = PAGE; // back to the newest errors
+    state.older = { next: undefined, busy: false, done: false, error: "" };
+    refresh();
+    mark("errors");
+  }
   mark("header");
-});
+}
+
+$("pause").addEventListener("click", () => setPaused(!state.paused));
 $("older").addEventListener("click", loadOlder);
 $("filters").addEventListener("submit", (e) => e.preventDefault());
 window.addEventListener("resize", () => views.chart.resize());
