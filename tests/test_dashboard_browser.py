@@ -135,7 +135,8 @@ def test_hostile_text_in_every_view_stays_text(open_page):
     assert HOSTILE[0][:39] in page.locator("#rate-chart .u-legend").text_content()  # (cut)
 
 
-def test_layout_width_holds_with_100kb_message_and_instance_id(open_page):
+@pytest.mark.parametrize("width", [1280, 800])
+def test_layout_width_holds_with_100kb_message_and_instance_id(open_page, width):
     stub = Stub()
     huge = "x" * 100_000
     stub.instances = [
@@ -145,6 +146,7 @@ def test_layout_width_holds_with_100kb_message_and_instance_id(open_page):
     ]
     stub.errors = [error(1, message=huge, traceback=huge, fingerprint="fpX", context={"k": huge})]
     stub.groups = [group("fpX", message=huge)]
+    stub.facets = {"instance": [f"i{huge}"], "component": [huge]}  # the filters' drop-downs
     stub.invalidations = [
         {
             "cache": huge,
@@ -155,7 +157,7 @@ def test_layout_width_holds_with_100kb_message_and_instance_id(open_page):
         }
     ]
     stub.series = {f"i{huge}": {"memory_usage_mb": [[time.time() - 10, 1], [time.time(), 2]]}}
-    page = open_page(stub)
+    page = open_page(stub, width=width)
     page.locator("#errors > li").first.wait_for(timeout=5000)
     page.locator("#groups-body tr").first.click()
     page.locator("#detail .events li").first.wait_for(timeout=5000)
