@@ -159,7 +159,7 @@ def main() -> None:
         page.screenshot(path=os.path.join(docs, "dashboard.png"))
         page.locator("#groups-body tr").first.click()
         page.locator("#detail .events li").first.wait_for()
-        page.locator("#detail .events li details").first.evaluate("d => { d.open = true; }")
+        page.locator("#detail .events li button.expand").first.click()
         page.wait_for_timeout(500)
         page.evaluate("document.querySelector('.columns').scrollIntoView()")
         page.evaluate("window.scrollBy(0, -90)")  # below the sticky header

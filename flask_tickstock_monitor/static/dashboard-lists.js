@@ -19,9 +19,14 @@ export class KeyedList {
     this.rows = new Map(); // key -> { node, version, pending }
   }
 
-  /** Makes the container show ``items`` in this order. */
-  sync(items) {
+  /**
+   * Makes the container show ``items`` in this order. At most ``maxCreate`` new rows are made
+   * per call (a storm's burst spread over a few frames): ``incomplete`` then says to call again.
+   */
+  sync(items, maxCreate = Infinity) {
     const wanted = new Set();
+    let quota = maxCreate;
+    this.incomplete = false;
     let cursor = this.container.firstElementChild;
     for (const item of items) {
       const key = this.key(item);
@@ -30,6 +35,12 @@ export class KeyedList {
       const version = this.version(item);
       let row = this.rows.get(key);
       if (row === undefined) {
+        if (quota <= 0) {
+          wanted.delete(key);
+          this.incomplete = true;
+          continue;
+        }
+        quota -= 1;
         row = { node: this.create(item), version };
         row.node.dataset.key = key;
         this.rows.set(key, row);

@@ -87,7 +87,7 @@ export function updateLongText(box, value, limit = 300) {
   box.full = text;
   box.replaceChildren();
   if (text.length <= limit && !/[\n\r]/.test(text)) {
-    box.append(el("span", text));
+    setText(box, text, limit);
     return box;
   }
   const details = el("details");

@@ -56,15 +56,19 @@ export function errorItem(error, onGroup) {
   const context = error.context;
   const hasContext = context && typeof context === "object" && Object.keys(context).length > 0;
   if (error.traceback || hasContext) {
-    const details = el("details");
-    details.append(el("summary", [error.traceback && "traceback", hasContext && "context"]
-      .filter(Boolean).join(" · ")));
-    details.addEventListener("toggle", () => {
-      if (!details.open || details.childElementCount > 1) return;
+    // A plain button until first opened (a <details> per item costs layout in a storm).
+    const label = [error.traceback && "traceback", hasContext && "context"].filter(Boolean).join(" · ");
+    const button = el("button", `▸ ${label}`, "linkish expand");
+    button.type = "button";
+    button.addEventListener("click", () => {
+      const details = el("details");
+      details.open = true;
+      details.append(el("summary", label));
       if (error.traceback) details.append(pre(error.traceback));
       if (hasContext) details.append(pre(JSON.stringify(context, null, 2)));
+      button.replaceWith(details);
     });
-    item.append(details);
+    item.append(button);
   }
   return item;
 }

@@ -113,6 +113,7 @@ const regionRenderers = {
   filters: renderFilters,
 };
 const FRAME_BUDGET_MS = 6; // of script per frame: the rest of the regions go to the next one
+const NEW_ROWS_PER_FRAME = 10; // error items made per frame (a storm's second: a few frames)
 
 let cycle = null; // the regions this render still has to draw (it may span a few frames)
 
@@ -125,11 +126,12 @@ function render() {
   for (const [region, draw] of Object.entries(regionRenderers)) {
     if (!cycle.has(region)) continue;
     cycle.delete(region);
-    draw();
-    if (performance.now() - started > FRAME_BUDGET_MS && [...cycle].some((r) => r in regionRenderers)) {
-      requestAnimationFrame(render); // the rest in the next frame, without waiting for the gap
-      return;
-    }
+    if (draw()) cycle.add(region); // more of it in the next frame
+    if (performance.now() - started > FRAME_BUDGET_MS) break;
+  }
+  if ([...cycle].some((r) => r in regionRenderers)) {
+    requestAnimationFrame(render); // the rest in the next frame, without waiting for the gap
+    return;
   }
   cycle = null;
   renderHeader();
@@ -145,13 +147,14 @@ function renderErrors() {
   const all = [...state.errors.values()].sort((a, b) => b.received_at - a.received_at);
   while (all.length > Math.min(MAX_ERRORS, state.cap + PAGE)) state.errors.delete(all.pop().error_id);
   const shown = all.filter(errorMatches).slice(0, state.cap);
-  $("no-errors").hidden = views.errors.sync(shown) > 0;
+  $("no-errors").hidden = views.errors.sync(shown, NEW_ROWS_PER_FRAME) > 0;
   const older = state.older;
   const button = $("older");
   button.disabled = older.busy || older.done || state.cap >= MAX_ERRORS;
   setText(button, older.busy ? "loading…" : older.done ? "no older errors" :
     state.cap >= MAX_ERRORS ? `the newest ${MAX_ERRORS} are kept` : "older errors");
   setText($("older-note"), older.error);
+  return views.errors.incomplete;
 }
 
 function renderHeader() {
