@@ -163,6 +163,7 @@ def main() -> None:
         page.wait_for_timeout(500)
         page.evaluate("document.querySelector('.columns').scrollIntoView()")
         page.evaluate("window.scrollBy(0, -90)")  # below the sticky header
+        page.wait_for_timeout(500)  # rows that came into sight are drawn
         page.screenshot(path=os.path.join(docs, "dashboard-group.png"))
         page.goto(f"{url}/monitor/")
         page.locator(f'#instances-body [data-key="{stub.instances[0]["id"]}"]').click()
