@@ -113,7 +113,7 @@ const regionRenderers = {
   filters: renderFilters,
 };
 const FRAME_BUDGET_MS = 6; // of script per frame: the rest of the regions go to the next one
-const NEW_ROWS_PER_FRAME = 10; // error items made per frame (a storm's second: a few frames)
+const NEW_ROWS_PER_FRAME = 25; // error items made per frame (a storm's second: a few frames)
 
 let cycle = null; // the regions this render still has to draw (it may span a few frames)
 
