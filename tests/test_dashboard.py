@@ -181,6 +181,11 @@ def test_page_follows_errors_and_heartbeats(dashboard_app, redis_server, browser
         text = plain(row.inner_text())
         assert "healthy" in text and "symbols_tracked: 70" in text
         page.locator("#link", has_text="live" if socketio else "polling").wait_for(timeout=5000)
+        if socketio:  # the official socket.io-client (vendored), upgraded to a WebSocket
+            page.wait_for_function(
+                "window.tickstockSocket.io.engine.transport.name === 'websocket'"
+            )
+            assert page.evaluate("window.tickstockSocket.nsp") == "/tickstock-monitor"
 
         app.test_client().get("/boom")  # an error raised in the app
         message = page.locator("#errors li .message")
