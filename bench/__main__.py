@@ -22,6 +22,7 @@ PARTS = {
     "storm": "storm",
     "instructions": "instructions",
     "metrics": "metrics_scrape",
+    "realserver": "realserver",
 }
 #: run only when asked for (``--only``): minutes under valgrind; the scrape of 200 instances
 OPT_IN = {"instructions", "metrics"}

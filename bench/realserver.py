@@ -1,0 +1,277 @@
+"""Real servers under ``wrk``: what an error storm costs a saturated eventlet or threaded server.
+
+The same Flask app (``/fail`` raises, ``/ok`` answers) is served bare and monitored by
+(a) eventlet, monkey-patched first thing, on ``eventlet.wsgi.server`` (TickStockAppV2's mode;
+gunicorn 27 has no eventlet worker) and (b) gunicorn's gthread worker (1 worker, 4 threads),
+each in a subprocess. The monitored apps publish to a redis-server this bench starts on a free
+loopback port, with throttling off (every error published) and with the default throttling;
+Redis is up, then paused (SIGSTOP). ``wrk -t1 -c8 -d4s --latency`` drives each server in turn,
+the variants alternating in a new order each round; each figure is the median of three runs,
+and each ratio is monitored over bare from the same rounds. Flask's default logging stays on
+(the traceback goes to the server's stderr, /dev/null here), as users run it.
+
+``python -m bench --only realserver`` (about 4 minutes) or ``python -m bench.realserver``.
+Needs ``wrk`` (Debian package ``wrk``). Every process it starts is stopped when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+from .common import median, redis_server, table
+
+ROUNDS = 3
+SECONDS = 4
+CONNECTIONS = 8
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: variant -> (monitored, throttling): the app's configuration, from the environment
+VARIANTS = {"bare": (False, ""), "off": (True, "off"), "default": (True, "default")}
+SERVERS = ("eventlet", "gthread")
+TARGET = "throughput >= 0.95x, p99 <= 1.20x"
+
+EVENTLET = """
+import eventlet
+eventlet.monkey_patch()  # first thing, as TickStockAppV2 does
+import eventlet.wsgi
+from bench.realserver import create_app
+sock = eventlet.listen(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+eventlet.wsgi.server(sock, create_app(), log_output=False)
+"""
+
+
+def create_app() -> Any:
+    """The served app, configured by ``RS_REDIS_URL`` (monitored when set) and ``RS_THROTTLE``
+    (``off``: every error published; else the default throttling)."""
+    from flask import Flask
+
+    app = Flask("realserver")
+
+    @app.route("/ok")
+    def ok() -> str:
+        return "ok"
+
+    @app.route("/fail")
+    def fail() -> str:
+        raise ZeroDivisionError("realserver bench")
+
+    url = os.environ.get("RS_REDIS_URL")
+    if url:
+        from flask_tickstock_monitor import TickStockMonitor
+
+        app.config["TICKSTOCK_MONITOR_REDIS_URL"] = url
+        if os.environ.get("RS_THROTTLE") == "off":
+            app.config["TICKSTOCK_MONITOR_THROTTLE_LIMIT"] = 0
+        TickStockMonitor(app)
+    return app
+
+
+# --- the servers --------------------------------------------------------------------------------
+
+
+class Server:
+    """One server process (and its children: gunicorn's worker) in a session of its own."""
+
+    def __init__(self, kind: str, variant: str, redis_url: str):
+        monitored, throttle = VARIANTS[variant]
+        env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"}
+        env.pop("RS_REDIS_URL", None)
+        if monitored:
+            env.update(RS_REDIS_URL=redis_url, RS_THROTTLE=throttle)
+        if kind == "eventlet":
+            cmd = [sys.executable, "-c", EVENTLET]
+            port = None
+        else:
+            from servers import free_port
+
+            port = free_port()
+            cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "4"]
+            cmd += ["-b", f"127.0.0.1:{port}", "--log-level", "error"]
+            cmd += ["bench.realserver:create_app()"]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        if port is None:
+            port = int(self.proc.stdout.readline())
+        self.base = f"http://127.0.0.1:{port}"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.base + "/ok", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"server {self.base} did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@contextlib.contextmanager
+def servers(kind: str, redis_url: str) -> Iterator[dict[str, Server]]:
+    started: dict[str, Server] = {}
+    try:
+        for variant in VARIANTS:
+            started[variant] = Server(kind, variant, redis_url)
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+# --- the load -----------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(url: str, seconds: float | None = None) -> dict[str, float]:
+    """Requests/s and the p50 / p99 latency in ms of one ``wrk`` run."""
+    seconds = SECONDS if seconds is None else seconds
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    if rate is None or set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    return {
+        "rps": float(rate.group(1)),
+        "p50": _ms(percentiles["50"]),
+        "p99": _ms(percentiles["99"]),
+    }
+
+
+def rounds(urls: dict[str, str]) -> dict[str, list[dict[str, float]]]:
+    """``ROUNDS`` wrk runs of each url, alternating, the order turned each round."""
+    names = list(urls)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for i in range(ROUNDS):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            runs[name].append(wrk(urls[name]))
+    return runs
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+    return {key: median([r[key] for r in runs]) for key in ("rps", "p50", "p99")} | {"runs": runs}
+
+
+def measure(kind: str) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with redis_server() as redis, servers(kind, redis.url) as started:
+        for server in started.values():  # warm-up: imports, connections, the first errors
+            wrk(server.base + "/fail", 1)
+        results["load"] = os.getloadavg()[0]
+        healthy = {f"{v}-ok": s.base + "/ok" for v, s in started.items() if v != "default"}
+        failing = {v: s.base + "/fail" for v, s in started.items()}
+        up = rounds({**failing, **healthy})
+        results["up"] = {name: summary(r) for name, r in up.items()}
+        redis.pause()
+        try:
+            paused = rounds(failing)
+        finally:
+            redis.resume()
+        results["paused"] = {name: summary(r) for name, r in paused.items()}
+    return results
+
+
+def run() -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    return {kind: measure(kind) for kind in SERVERS} | {"connections": CONNECTIONS}
+
+
+def _ratio(variant: dict[str, Any], bare: dict[str, Any]) -> str:
+    return f"{variant['rps'] / bare['rps']:.3f}x / {variant['p99'] / bare['p99']:.2f}x"
+
+
+def _figures(figures: dict[str, Any]) -> str:
+    runs = "/".join(f"{r['rps']:,.0f}" for r in figures["runs"])
+    return (
+        f"{figures['rps']:,.0f} req/s ({runs}), p50 {figures['p50']:.2f} ms,"
+        f" p99 {figures['p99']:.2f} ms"
+    )
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    if "skipped" in results:
+        return [["real servers under wrk", results["skipped"], "-", "-"]]
+    out: list[list[str]] = []
+    names = {"eventlet": "eventlet wsgi.server", "gthread": "gunicorn gthread 1x4"}
+    throttles = {"off": "throttling off", "default": "default throttling"}
+    for kind in SERVERS:
+        res = results[kind]
+        for redis_state in ("up", "paused"):
+            figures = res[redis_state]
+            bare = figures["bare"]
+            for variant, throttle in throttles.items():
+                out.append(
+                    [
+                        f"{names[kind]}, /fail, Redis {redis_state}, {throttle}:"
+                        " throughput / p99 monitored/bare",
+                        _ratio(figures[variant], bare),
+                        TARGET,
+                        f"monitored {_figures(figures[variant])}; bare {_figures(bare)};"
+                        f" load {res['load']:.2f}",
+                    ]
+                )
+        ok = res["up"]
+        out.append(
+            [
+                f"{names[kind]}, /ok (control), Redis up, throttling off:"
+                " throughput / p99 monitored/bare",
+                _ratio(ok["off-ok"], ok["bare-ok"]),
+                "-",
+                f"monitored {_figures(ok['off-ok'])}; bare {_figures(ok['bare-ok'])}",
+            ]
+        )
+    return out
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.getLogger("flask_tickstock_monitor").setLevel(logging.ERROR)
+    print(table(rows(run()), ["figure", "measured", "target", "baseline (same run)"]))
