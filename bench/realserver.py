@@ -31,12 +31,16 @@ from typing import Any
 
 from .common import median, redis_server, table
 
-ROUNDS = 3
-SECONDS = 4
+ROUNDS = int(os.environ.get("BENCH_REALSERVER_ROUNDS", 3))
+SECONDS = float(os.environ.get("BENCH_REALSERVER_SECONDS", 4))
 CONNECTIONS = 8
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: variant -> (monitored, throttling): the app's configuration, from the environment
 VARIANTS = {"bare": (False, ""), "off": (True, "off"), "default": (True, "default")}
+#: another checkout of the monitor (a path), served beside, throttling off: before vs after
+COMPARE = os.environ.get("BENCH_REALSERVER_COMPARE")
+if COMPARE:
+    VARIANTS["other"] = (True, "off")
 SERVERS = ("eventlet", "gthread")
 TARGET = "throughput >= 0.95x, p99 <= 1.20x"
 
@@ -67,6 +71,8 @@ def create_app() -> Any:
         raise ZeroDivisionError("realserver bench")
 
     url = os.environ.get("RS_REDIS_URL")
+    if os.environ.get("RS_MONITOR_PATH"):  # the monitor of another checkout (COMPARE)
+        sys.path.insert(0, os.environ["RS_MONITOR_PATH"])
     if url:
         from flask_tickstock_monitor import TickStockMonitor
 
@@ -86,9 +92,12 @@ class Server:
     def __init__(self, kind: str, variant: str, redis_url: str):
         monitored, throttle = VARIANTS[variant]
         env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"}
-        env.pop("RS_REDIS_URL", None)
+        for key in ("RS_REDIS_URL", "RS_MONITOR_PATH"):
+            env.pop(key, None)
         if monitored:
             env.update(RS_REDIS_URL=redis_url, RS_THROTTLE=throttle)
+        if variant == "other" and COMPARE:
+            env["RS_MONITOR_PATH"] = COMPARE
         if kind == "eventlet":
             cmd = [sys.executable, "-c", EVENTLET]
             port = None
@@ -241,6 +250,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     out: list[list[str]] = []
     names = {"eventlet": "eventlet wsgi.server", "gthread": "gunicorn gthread 1x4"}
     throttles = {"off": "throttling off", "default": "default throttling"}
+    if COMPARE:
+        throttles["other"] = f"throttling off, {COMPARE}"
     for kind in SERVERS:
         res = results[kind]
         for redis_state in ("up", "paused"):
