@@ -5,6 +5,7 @@ wake-up call, time slices for a monitoring thread's work, and the mark of a moni
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -42,16 +43,14 @@ class Slicer:
     never holds an eventlet hub (whose request greenlets wait while a green thread computes)
     or, under threads, the GIL for longer. Call :meth:`start` when the work begins and
     :meth:`tick` after each item: once ``budget`` has passed since the last yield it yields
-    with ``time.sleep(0)``, looked up when called, so eventlet's monkey-patched ``sleep`` (a
-    switch to the hub) is the one used; under threads the sleep releases the GIL. ``clock``
-    and ``pause`` may be replaced (tests)."""
+    (:func:`give_way`). ``clock`` and ``pause`` may be replaced (tests)."""
 
     __slots__ = ("budget", "clock", "pause", "since", "yields")
 
     def __init__(self, budget: float = SLICE_SECONDS) -> None:
         self.budget = budget
         self.clock = time.perf_counter
-        self.pause = _sleep0
+        self.pause = give_way
         self.since = 0.0
         self.yields = 0  # how many times the work gave way (for tests and stats)
 
@@ -65,8 +64,20 @@ class Slicer:
             self.since = self.clock()
 
 
-def _sleep0() -> None:
-    time.sleep(0)  # the attribute at call time: eventlet's when monkey-patched
+_BUILTIN = type(len)
+_sched_yield = getattr(os, "sched_yield", None)
+
+
+def give_way() -> None:
+    """Let the app run: under eventlet's (or gevent's) monkey-patching, ``time.sleep(0)``,
+    looked up when called, is a switch to the hub, which runs the request greenlets; under
+    threads, ``sched_yield`` releases the GIL to a request thread waiting for it (where
+    ``time.sleep(0)`` would also sleep for the kernel's timer slack, 60 us or more)."""
+    sleep = time.sleep
+    if type(sleep) is not _BUILTIN or _sched_yield is None:
+        sleep(0)
+    else:
+        _sched_yield()
 
 
 class Throttle:

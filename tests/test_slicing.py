@@ -52,13 +52,23 @@ def test_slicer_yields_once_the_budget_is_spent():
     assert slicer.yields == 2
 
 
-def test_slicer_yields_with_the_patched_sleep(monkeypatch):
-    seen: list[float] = []
-    monkeypatch.setattr(_util.time, "sleep", seen.append)  # as eventlet's monkey-patching does
+def test_slicer_gives_way_with_the_patched_sleep(monkeypatch):
+    seen: list[Any] = []
+    monkeypatch.setattr(_util.time, "sleep", lambda s: seen.append(("sleep", s)))  # as eventlet
+    monkeypatch.setattr(_util, "_sched_yield", lambda: seen.append("sched_yield"))
     slicer = _util.Slicer(budget=0.0)
     slicer.start()
     slicer.tick()
-    assert seen == [0]
+    assert seen == [("sleep", 0)]  # a switch to the hub
+
+
+def test_slicer_gives_way_to_threads_without_sleeping(monkeypatch):
+    seen: list[Any] = []
+    monkeypatch.setattr(_util, "_sched_yield", lambda: seen.append("sched_yield"))
+    slicer = _util.Slicer(budget=0.0)
+    slicer.start()
+    slicer.tick()
+    assert seen == ["sched_yield"]  # releases the GIL; time.sleep(0) would sleep the slack
 
 
 def publisher_with_log(monkeypatch, log: list[Any], sent: list[Any]) -> Publisher:
