@@ -17,6 +17,7 @@ Needs ``wrk`` (Debian package ``wrk``). Every process it starts is stopped when 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -42,16 +43,14 @@ COMPARE = os.environ.get("BENCH_REALSERVER_COMPARE")
 if COMPARE:
     VARIANTS["other"] = (True, "off")
 SERVERS = ("eventlet", "gthread")
+DRAIN_SECONDS = 3.0
 TARGET = "throughput >= 0.95x, p99 <= 1.20x"
 
 EVENTLET = """
 import eventlet
 eventlet.monkey_patch()  # first thing, as TickStockAppV2 does
-import eventlet.wsgi
-from bench.realserver import create_app
-sock = eventlet.listen(("127.0.0.1", 0))
-print(sock.getsockname()[1], flush=True)
-eventlet.wsgi.server(sock, create_app(), log_output=False)
+from bench.realserver import serve_eventlet
+serve_eventlet()
 """
 
 
@@ -79,8 +78,28 @@ def create_app() -> Any:
         app.config["TICKSTOCK_MONITOR_REDIS_URL"] = url
         if os.environ.get("RS_THROTTLE") == "off":
             app.config["TICKSTOCK_MONITOR_THROTTLE_LIMIT"] = 0
+        if PROBE is not None:
+            PROBE.mark_publisher()
         TickStockMonitor(app)
+    if PROBE is not None:
+        app.add_url_rule("/probe", "probe", lambda: PROBE.take())
     return app
+
+
+#: Under eventlet: the green threads' holds of the hub (bench.hubprobe)
+PROBE: Any = None
+
+
+def serve_eventlet() -> None:
+    global PROBE
+    import eventlet.wsgi
+
+    from .hubprobe import HubProbe
+
+    PROBE = HubProbe()
+    sock = eventlet.listen(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    eventlet.wsgi.server(sock, create_app(), log_output=False)
 
 
 # --- the servers --------------------------------------------------------------------------------
@@ -91,6 +110,7 @@ class Server:
 
     def __init__(self, kind: str, variant: str, redis_url: str):
         monitored, throttle = VARIANTS[variant]
+        self.kind = kind
         env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"}
         for key in ("RS_REDIS_URL", "RS_MONITOR_PATH"):
             env.pop(key, None)
@@ -134,6 +154,13 @@ class Server:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"server {self.base} did not start")
             time.sleep(0.1)
+
+    def probe(self) -> dict[str, Any] | None:
+        """The eventlet server's hub figures since the last call (bench.hubprobe)."""
+        if self.kind != "eventlet":
+            return None
+        with urllib.request.urlopen(self.base + "/probe", timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
 
     def cpu(self) -> float:
         """CPU seconds (user and system) of the server and its children so far."""
@@ -218,16 +245,25 @@ def rounds(targets: dict[str, tuple[Server, str]]) -> dict[str, list[dict[str, f
     for i in range(ROUNDS):
         for name in names[i % len(names) :] + names[: i % len(names)]:
             server, path = targets[name]
+            server.probe()  # from here
             cpu = server.cpu()
             figures = wrk(server.base + path)
             figures["cpu_us"] = (server.cpu() - cpu) * 1e6 / max(1, figures["requests"])
+            probe = server.probe()
+            if probe:
+                figures["hold_ms"] = probe["monitor"]["max_ms"]
+                figures["request_hold_ms"] = probe["requests"]["p99_ms"]
             runs[name].append(figures)
     return runs
 
 
 def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
     keys = ("rps", "p50", "p99", "cpu_us")
-    return {key: median([r[key] for r in runs]) for key in keys} | {"runs": runs}
+    figures = {key: median([r[key] for r in runs]) for key in keys} | {"runs": runs}
+    if "hold_ms" in runs[0]:  # the longest of all runs: the bound the publisher keeps or not
+        figures["hold_ms"] = max(r["hold_ms"] for r in runs)
+        figures["request_hold_ms"] = median([r["request_hold_ms"] for r in runs])
+    return figures
 
 
 def measure(kind: str) -> dict[str, Any]:
@@ -243,9 +279,16 @@ def measure(kind: str) -> dict[str, Any]:
         redis.pause()
         try:
             paused = rounds(failing)
+            for server in started.values():
+                server.probe()  # from here
         finally:
             redis.resume()
         results["paused"] = {name: summary(r) for name, r in paused.items()}
+        # what piled up while Redis was paused (up to the queue's 10,000) drains in full
+        # batches: how long does that hold the hub (no load meanwhile)?
+        time.sleep(DRAIN_SECONDS)
+        if kind == "eventlet":
+            results["drain"] = {v: s.probe()["monitor"] for v, s in started.items()}  # type: ignore[index]
     return results
 
 
@@ -267,6 +310,12 @@ def _figures(figures: dict[str, Any]) -> str:
     return (
         f"{figures['rps']:,.0f} req/s ({runs}), p50 {figures['p50']:.2f} ms,"
         f" p99 {figures['p99']:.2f} ms, CPU {figures['cpu_us']:,.0f} us a request"
+        + (
+            f", hub held by the publisher <= {figures['hold_ms']:.2f} ms CPU (a request's"
+            f" green thread: p99 {figures['request_hold_ms']:.2f} ms)"
+            if "hold_ms" in figures
+            else ""
+        )
     )
 
 
@@ -294,6 +343,21 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                         f" load {res['load']:.2f}",
                     ]
                 )
+        if "drain" in res:
+            drain = res["drain"]
+            out.append(
+                [
+                    f"{names[kind]}: the backlog of the pause drained after Redis resumed:"
+                    " longest hold of the hub by the publisher (CPU)",
+                    " / ".join(f"{v} {drain[v]['max_ms']:.2f} ms" for v in drain if v != "bare"),
+                    "<= ~1 ms",
+                    "; ".join(
+                        f"{v}: {drain[v]['n']} runs, {drain[v]['total_ms']:.0f} ms in all"
+                        for v in drain
+                        if v != "bare"
+                    ),
+                ]
+            )
         ok = res["up"]
         out.append(
             [
