@@ -10,7 +10,7 @@ the variants alternating in a new order each round; each figure is the median of
 and each ratio is monitored over bare from the same rounds. Flask's default logging stays on
 (the traceback goes to the server's stderr, /dev/null here), as users run it.
 
-``python -m bench --only realserver`` (about 4 minutes) or ``python -m bench.realserver``.
+``python -m bench --only realserver`` (about 5 minutes) or ``python -m bench.realserver``.
 Needs ``wrk`` (Debian package ``wrk``). Every process it starts is stopped when it ends.
 """
 
