@@ -23,6 +23,7 @@ PARTS = {
     "instructions": "instructions",
     "metrics": "metrics_scrape",
     "dashboard": "dashboard_view",
+    "realserver": "realserver",
 }
 #: run only when asked for (``--only``): minutes under valgrind; 200 instances scraped or viewed
 OPT_IN = {"instructions", "metrics", "dashboard"}

@@ -1,9 +1,11 @@
 """Small helpers the planes share: throttling, a circuit breaker, rate-limited logging, a
-wake-up call, and the mark of a monitoring thread (whose log records are never published)."""
+wake-up call, time slices for a monitoring thread's work, and the mark of a monitoring thread
+(whose log records are never published)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -30,6 +32,52 @@ def thread_report(thread: threading.Thread | None, loop_at: float, stall_after: 
     alive = thread.is_alive()
     age = time.monotonic() - loop_at
     return {"running": alive, "loop_age_s": round(age, 3), "ok": alive and age <= stall_after}
+
+
+#: The longest a monitoring thread works before it lets the app run (seconds).
+SLICE_SECONDS = 0.001
+
+
+class Slicer:
+    """Cuts a monitoring thread's CPU work into slices of at most ``budget`` seconds, so that it
+    never holds an eventlet hub (whose request greenlets wait while a green thread computes)
+    or, under threads, the GIL for longer. Call :meth:`start` when the work begins and
+    :meth:`tick` after each item: once ``budget`` has passed since the last yield it yields
+    (:func:`give_way`). ``clock`` and ``pause`` may be replaced (tests)."""
+
+    __slots__ = ("budget", "clock", "pause", "since", "yields")
+
+    def __init__(self, budget: float = SLICE_SECONDS) -> None:
+        self.budget = budget
+        self.clock = time.perf_counter
+        self.pause = give_way
+        self.since = 0.0
+        self.yields = 0  # how many times the work gave way (for tests and stats)
+
+    def start(self) -> None:
+        self.since = self.clock()
+
+    def tick(self) -> None:
+        if self.clock() - self.since >= self.budget:
+            self.pause()
+            self.yields += 1
+            self.since = self.clock()
+
+
+_BUILTIN = type(len)
+_sched_yield = getattr(os, "sched_yield", None)
+
+
+def give_way() -> None:
+    """Let the app run: under eventlet's (or gevent's) monkey-patching, ``time.sleep(0)``,
+    looked up when called, is a switch to the hub, which runs the request greenlets; under
+    threads, ``sched_yield`` releases the GIL to a request thread waiting for it (where
+    ``time.sleep(0)`` would also sleep for the kernel's timer slack, 60 us or more)."""
+    sleep = time.sleep
+    if type(sleep) is not _BUILTIN or _sched_yield is None:
+        sleep(0)
+    else:
+        _sched_yield()
 
 
 class Throttle:

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from ._util import CircuitBreaker, mark_monitoring_thread, thread_report
+from ._util import CircuitBreaker, Slicer, mark_monitoring_thread, thread_report
 from .config import ErrorLogConfig
 from .errordb import SEVERITY_ORDER, create_table, row_for
 from .errorgroups import insert_with_groups, list_groups, set_status
@@ -95,6 +95,7 @@ class ErrorLog(Plane):
         self._start_lock = threading.Lock()
         self._table_ready = False
         self.breaker = CircuitBreaker(base=0.05, cap=self.config.retry_max_delay)
+        self.slicer = Slicer()
 
     @property
     def engine(self) -> Engine:
@@ -270,7 +271,13 @@ class ErrorLog(Plane):
                 self._failed(exc)
 
     def _write_batch(self, batch: list[list[Any]]) -> None:
-        rows = [(entry[1], entry[2]) for entry in batch if self._row(entry)]
+        rows = []
+        slicer = self.slicer  # the rows are built in slices (see Slicer); the insert is offloaded
+        slicer.start()
+        for entry in batch:
+            slicer.tick()
+            if self._row(entry):
+                rows.append((entry[1], entry[2]))
         try:
             if rows:
                 _offload(lambda: self._insert(rows))

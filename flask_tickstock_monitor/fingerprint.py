@@ -286,8 +286,25 @@ def normalise_message(message: str) -> str:
 
 def message_fingerprint(logger_or_component: str | None, message: str) -> str:
     """The fingerprint of a message without a traceback (a log record, a ``publish_error``):
-    the logger (or component) name and the normalised message."""
-    return _digest(f"msg\n{logger_or_component or ''}\n{normalise_message(str(message))}")
+    the logger (or component) name and the normalised message. Messages recur: a short one's
+    fingerprint is remembered (normalising and hashing it cost an event ~2k instructions)."""
+    if type(message) is not str:
+        message = str(message)
+    key = (logger_or_component, message)
+    known = _messages.get(key)
+    if known is None:
+        known = _digest(f"msg\n{logger_or_component or ''}\n{normalise_message(message)}")
+        if len(message) <= MAX_REMEMBERED_CHARS:
+            if len(_messages) >= MAX_MESSAGES:
+                _messages.clear()
+            _messages[key] = known
+    return known
+
+
+#: The fingerprints of recent short messages: ``(logger or component, message) -> fingerprint``.
+_messages: dict[tuple[str | None, str], str] = {}
+MAX_MESSAGES = 4096
+MAX_REMEMBERED_CHARS = 256
 
 
 # --- per-call fingerprints -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import events, signals
-from ._util import RateLimitedLog, mark_monitoring_thread, thread_report
+from ._util import RateLimitedLog, Slicer, mark_monitoring_thread, thread_report
 from .broadcast import SocketBroadcaster
 from .caches import CacheAdapter, adapt
 from .config import RelayConfig, SocketConfig
@@ -221,12 +221,18 @@ class RelayPlane(Plane):
 
     def _apply_loop(self, q: queue.Queue[Any], stopping: threading.Event) -> None:
         mark_monitoring_thread()
+        slicer = Slicer()  # a burst of messages is applied in slices (see Slicer)
         while not stopping.is_set():
             self.loop_at = time.monotonic()
             try:
-                item = q.get(timeout=0.5)
+                item = q.get_nowait()
+                slicer.tick()
             except queue.Empty:
-                item = _WAKE
+                try:
+                    item = q.get(timeout=0.5)
+                except queue.Empty:
+                    item = _WAKE
+                slicer.start()  # it waited: a new slice
             if self._gap_reason is not None:
                 reason, self._gap_reason = self._gap_reason, None
                 self._clear_for_gap(reason)

@@ -497,3 +497,23 @@ def test_sys_path_changes_are_seen(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert _frames._module(str(module)) == ("deep", True)  # no __init__.py: the file alone
     monkeypatch.syspath_prepend(str(tmp_path))
     assert _frames._module(str(module)) == ("pkg.deep", True)
+
+
+def test_message_fingerprints_remembered_are_the_same_and_bounded(monkeypatch):
+    monkeypatch.setattr(fingerprint, "_messages", {})
+    monkeypatch.setattr(fingerprint, "MAX_MESSAGES", 3)
+    first = fingerprint.message_fingerprint("app.db", "timeout after 30 s on shard 7")
+    assert len(fingerprint._messages) == 1
+    # remembered: the same answer without normalising again, and the same as a fresh one
+    monkeypatch.setattr(fingerprint, "normalise_message", lambda message: 1 / 0)
+    assert fingerprint.message_fingerprint("app.db", "timeout after 30 s on shard 7") == first
+    monkeypatch.undo()
+    assert fingerprint.message_fingerprint("app.db", "timeout after 31 s on shard 8") == first
+    # bounded: cleared when full; a long message is never kept
+    monkeypatch.setattr(fingerprint, "_messages", {})
+    monkeypatch.setattr(fingerprint, "MAX_MESSAGES", 3)
+    for i in range(5):
+        fingerprint.message_fingerprint("app", f"message {'x' * i}")
+    assert 1 <= len(fingerprint._messages) <= 3
+    fingerprint.message_fingerprint("app", "y" * (fingerprint.MAX_REMEMBERED_CHARS + 1))
+    assert all(len(m) <= fingerprint.MAX_REMEMBERED_CHARS for _, m in fingerprint._messages)

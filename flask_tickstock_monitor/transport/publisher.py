@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._util import CircuitBreaker, Wakeup, mark_monitoring_thread, thread_report
+from .._util import CircuitBreaker, Slicer, Wakeup, mark_monitoring_thread, thread_report
 from ..events import dumps
 from .clients import ping
 from .outgoing import Dropped, Outgoing
@@ -72,6 +72,7 @@ class Publisher:
         self._compact: tuple[str, str, Callable[..., dict[str, Any]]] | None = None
         self.name = name
         self.breaker = CircuitBreaker()
+        self.slicer = Slicer()
         self._counter_lock = threading.Lock()
         self.published = 0
         self.dropped: dict[str, int] = {}
@@ -294,36 +295,7 @@ class Publisher:
                 if self.on_published is not None and (self.heard is None or self.heard())
                 else None
             )
-            messages: list[Message] = []
-            stores: list[Stored] = []
-            compact_kind, compact_channel, build = self._compact or ("", "", _no_compact)
-            for item in batch:
-                outgoing: Outgoing | None = None  # else the item is a compact tuple
-                try:
-                    if isinstance(item, tuple):
-                        payload = build(*item)
-                    else:
-                        outgoing = item
-                        payload = item.resolve()
-                    data = dumps(payload)
-                except Dropped as drop:
-                    self.count_drop(drop.reason)
-                    continue
-                except Exception:
-                    kind = compact_kind if isinstance(item, tuple) else item.kind
-                    log.warning("could not build a %s message", kind, exc_info=True)
-                    self.count_drop("format_error")
-                    continue
-                if outgoing is None:
-                    messages.append((compact_channel, data))
-                    if sent is not None:
-                        sent.append((compact_kind, payload))
-                else:
-                    messages.append((outgoing.channel, data))
-                    if sent is not None:
-                        sent.append((outgoing.kind, payload))
-                    if outgoing.store_key:
-                        stores.append((outgoing.store_key, data, max(1, int(outgoing.ttl * 1000))))
+            messages, stores = self._build(batch, sent)
             if not messages:
                 return
             started = time.perf_counter()
@@ -346,6 +318,47 @@ class Publisher:
                     log.debug("on_published callback failed", exc_info=True)
         finally:
             self._in_flight = 0
+
+    def _build(
+        self, batch: list[Outgoing | tuple[Any, ...]], sent: list[Published] | None
+    ) -> tuple[list[Message], list[Stored]]:
+        """The batch's messages, serialised, in order (and each told to ``sent``). Built in
+        slices (:class:`Slicer`): between two, the eventlet hub, or the GIL, is let go, so
+        requests never wait behind a whole batch."""
+        messages: list[Message] = []
+        stores: list[Stored] = []
+        compact_kind, compact_channel, build = self._compact or ("", "", _no_compact)
+        tick = self.slicer.tick
+        self.slicer.start()
+        for item in batch:
+            tick()
+            outgoing: Outgoing | None = None  # else the item is a compact tuple
+            try:
+                if isinstance(item, tuple):
+                    payload = build(*item)
+                else:
+                    outgoing = item
+                    payload = item.resolve()
+                data = dumps(payload)
+            except Dropped as drop:
+                self.count_drop(drop.reason)
+                continue
+            except Exception:
+                kind = compact_kind if isinstance(item, tuple) else item.kind
+                log.warning("could not build a %s message", kind, exc_info=True)
+                self.count_drop("format_error")
+                continue
+            if outgoing is None:
+                messages.append((compact_channel, data))
+                if sent is not None:
+                    sent.append((compact_kind, payload))
+            else:
+                messages.append((outgoing.channel, data))
+                if sent is not None:
+                    sent.append((outgoing.kind, payload))
+                if outgoing.store_key:
+                    stores.append((outgoing.store_key, data, max(1, int(outgoing.ttl * 1000))))
+        return messages, stores
 
 
 def _no_compact(*args: Any) -> dict[str, Any]:
