@@ -184,12 +184,21 @@ def make_app() -> Iterator[Callable[..., tuple[Flask, TickStockMonitor]]]:
 # --- databases for the durable error log -----------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """The suite's PostgreSQL server, started the first time a test needs it: a throwaway
+    cluster of its own (or ``TICKSTOCK_TEST_POSTGRES_URL``); see databases.py."""
+    from databases import postgres_server
+
+    yield from postgres_server()
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL database of this test's own (skipped if unreachable, failed in CI)."""
+def postgres_url(postgres_server: Any) -> Iterator[str]:
+    """A PostgreSQL database of this test's own on the suite's server, dropped after it."""
     from databases import postgres_database
 
-    yield from postgres_database()
+    yield from postgres_database(postgres_server)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
