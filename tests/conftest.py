@@ -4,6 +4,8 @@ import gc
 import json
 import threading
 import time
+import tracemalloc
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +25,31 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return bool(predicate())
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_after_the_test() -> Iterator[None]:
+    """A full collection after every test (after its other fixtures are torn down), with any
+    ResourceWarning it raises an error of this test: a socket or file left for the collector
+    fails the test that made it, not whichever later test the collector happens to run in."""
+    yield
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    if leaks:
+        pytest.fail(
+            "left for the garbage collector:\n"
+            + "\n".join(_with_origin(w.message, w.source) for w in leaks),
+            pytrace=False,
+        )
+
+
+def _with_origin(message: Warning | str, source: Any) -> str:
+    """The warning, and where its object was made when tracemalloc traces
+    (``PYTHONTRACEMALLOC=20``)."""
+    origin = tracemalloc.get_object_traceback(source) if source is not None else None
+    return f"{message}" + ("\n" + "\n".join(origin.format()) if origin is not None else "")
 
 
 @pytest.fixture(autouse=True)
