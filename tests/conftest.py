@@ -66,6 +66,7 @@ def close_clients_made_in_the_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[
         made.append(client)
         return client
 
+    connect_and_remember.unremembered = connect  # type: ignore[attr-defined]  # for a test that drops one
     monkeypatch.setattr(clients, "connect_redis", connect_and_remember)
     yield
     for client in made:
