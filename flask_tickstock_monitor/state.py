@@ -84,6 +84,7 @@ class MonitorState:
         self._client: Any = redis_client
         self._owns_client = redis_client is None  # a client the app passed in stays open
         self._client_lock = threading.Lock()
+        self._client_closed = False  # stop() closed it: no new one (nobody would close it)
         self._new_identity()
         self.scrubber = Scrubber(
             config.scrub_keys,
@@ -138,14 +139,21 @@ class MonitorState:
         return self.config.dashboard_auth or self.monitor.dashboard_auth_check
 
     def client(self) -> Any:
-        """The Redis client of this app, made on first use (in this process)."""
-        if self._client is None:
+        """The Redis client of this app, made on first use (in this process).
+
+        After :meth:`stop` there is none: a health check or a listener still running then (each
+        waits at most its timeout) gets ``RuntimeError`` rather than a client nobody closes."""
+        client = self._client
+        if client is None:
             with self._client_lock:
                 if self._client is None:
+                    if self._client_closed:
+                        raise RuntimeError("the monitor was shut down: no Redis client")
                     self._client = clients.connect(
                         self.config.redis_url, socket_timeout=self.config.socket_timeout
                     )
-        return self._client
+                client = self._client
+        return client
 
     def submit(self, item: Outgoing) -> bool:
         return self.active and self.publisher.submit(item)
@@ -196,14 +204,15 @@ class MonitorState:
         flushed = self.publisher.close(timeout)
         self.active = False
         self.started = False
-        client = self._client
-        if self._owns_client and client is not None:
-            # Release its sockets now rather than when the collector gets to the pool.
-            self._client = None
-            try:
-                clients.close(client)
-            except Exception:
-                log.debug("closing the Redis client failed", exc_info=True)
+        if self._owns_client:
+            with self._client_lock:
+                client, self._client = self._client, None
+                self._client_closed = True
+            if client is not None:  # its sockets now, not when the collector gets to the pool
+                try:
+                    clients.close(client)
+                except Exception:
+                    log.debug("closing the Redis client failed", exc_info=True)
         return flushed
 
     def stats(self) -> dict[str, Any]:

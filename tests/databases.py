@@ -1,12 +1,28 @@
-"""Databases for the error log tests: a PostgreSQL database of the test's own, and a TCP proxy
-the test can close and reopen to take a database away and give it back."""
+"""Databases for the error log tests: a throwaway PostgreSQL cluster of the suite's own, a
+database in it for each test, and a TCP proxy the test can close and reopen to take a database
+away and give it back.
+
+The cluster (:class:`PostgresCluster`) is made with ``initdb`` in a temporary directory, listens
+on a free loopback port and a unix socket in that directory, trusts its own users only, and is
+removed at the end of the session: nothing on the machine is configured or started for it.
+``TICKSTOCK_TEST_POSTGRES_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``, a user
+that may create databases) points the tests at an existing server instead.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import re
 import select
+import shutil
+import signal
 import socket
+import subprocess
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,34 +31,206 @@ import pytest
 from servers import free_port
 from sqlalchemy import create_engine
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import URL, make_url
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
+POSTGRES_URL_ENV = "TICKSTOCK_TEST_POSTGRES_URL"
 
 
-def postgres_database() -> Iterator[str]:
-    """Create a database on 127.0.0.1:5432 (user postgres, trust auth), yield its URL, drop it.
+def postgres_bindir() -> str | None:
+    """Where ``initdb`` and ``postgres`` are: on PATH, else Debian's newest
+    /usr/lib/postgresql/<version>/bin; None when PostgreSQL's server is not installed."""
+    initdb = shutil.which("initdb")
+    if initdb:
+        return os.path.dirname(initdb)
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
 
-    Skips when PostgreSQL cannot be reached, except in CI, where that is a failure."""
+    def version(path: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.findall(r"\d+", path.split("/")[-3]))
+
+    return os.path.dirname(max(found, key=version)) if found else None
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """Who runs the cluster when we are root (PostgreSQL refuses to): the ``postgres`` system
+    user the Debian package makes, else ``nobody``. None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("running as root, and neither a 'postgres' nor a 'nobody' user exists")
+
+
+def remove_abandoned_clusters() -> None:
+    """Stop and remove the clusters of test processes that were killed before they could do it
+    themselves (each cluster's directory names its owner's pid)."""
+    for directory in glob.glob(os.path.join(tempfile.gettempdir(), "tsm-postgres-*")):
+        try:
+            with open(os.path.join(directory, "owner")) as f:
+                os.kill(int(f.read()), 0)
+            continue  # its test process is still running
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):  # being made, or not ours
+            continue
+        try:
+            with open(os.path.join(directory, "data", "postmaster.pid")) as f:
+                os.kill(int(f.readline()), signal.SIGQUIT)  # immediate shutdown
+        except (OSError, ValueError):
+            pass  # no server left
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of our own in a temporary directory, on a free loopback port, with
+    trust authentication for its superuser ``postgres`` (local and 127.0.0.1 connections only)."""
+
+    def __init__(self, bindir: str):
+        self.bindir = bindir
+        self.user = _unprivileged_user()
+        self.dir = tempfile.mkdtemp(prefix="tsm-postgres-")
+        self.data = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "postgres.log")
+        with open(os.path.join(self.dir, "owner"), "w") as f:
+            f.write(str(os.getpid()))
+        if self.user is not None:  # the server's user owns the directory, its socket and data
+            os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> URL:
+        return URL.create(
+            "postgresql+psycopg", "postgres", None, "127.0.0.1", self.port, "postgres"
+        )
+
+    def _run_as(self) -> dict[str, Any]:
+        if self.user is None:
+            return {}
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+
+    def start(self, timeout: float = 30.0) -> PostgresCluster:
+        initdb = [
+            os.path.join(self.bindir, "initdb"),
+            *("-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"),
+            "--no-sync",
+        ]
+        done = subprocess.run(initdb, capture_output=True, cwd=self.dir, **self._run_as())
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.decode()}")
+        for _ in range(3):  # another process may take the free port first
+            self.port = free_port()
+            if self._start_server(timeout):
+                return self
+        raise RuntimeError(f"postgres did not start; its log:\n{self._read_log()}")
+
+    def _start_server(self, timeout: float) -> bool:
+        command = [
+            os.path.join(self.bindir, "postgres"),
+            *("-D", self.data, "-p", str(self.port), "-k", self.dir),
+            *("-c", "listen_addresses=127.0.0.1"),
+            # a test database needs no durability: faster, and no fsync storms on a shared disk
+            *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+        ]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=log,
+                cwd=self.dir,
+                start_new_session=True,  # a Ctrl-C in the terminal is the suite's, not the server's
+                **self._run_as(),
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.proc = None
+                return False
+            if self._accepts_connections():
+                return True
+            time.sleep(0.05)
+        log = self._read_log()
+        self.stop()
+        raise RuntimeError(f"postgres did not accept connections in {timeout} s:\n{log}")
+
+    def _accepts_connections(self) -> bool:
+        import psycopg
+
+        try:
+            psycopg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                dbname="postgres",
+                connect_timeout=1,
+            ).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _read_log(self) -> str:
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: clients disconnected, no waiting for them), then remove it all."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_server() -> Iterator[URL]:
+    """The URL of a server the tests may create databases on, as its superuser: the one
+    ``TICKSTOCK_TEST_POSTGRES_URL`` names, else a cluster of our own for the session.
+
+    Skipped when PostgreSQL's server is not installed, except in CI, where that is a failure."""
+    existing = os.environ.get(POSTGRES_URL_ENV)
+    if existing:
+        yield make_url(existing).set(drivername="postgresql+psycopg")
+        return
+    bindir = postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL's server (initdb) is not installed: apt-get install postgresql"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (required in CI)")
+        pytest.skip(message)
+    remove_abandoned_clusters()
+    cluster = PostgresCluster(bindir).start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+def postgres_database(server: URL) -> Iterator[str]:
+    """Create a database on ``server``, yield its URL (password included), drop it after."""
     import psycopg
 
-    try:
-        admin = psycopg.connect(
-            host=PG_HOST,
-            port=PG_PORT,
-            user="postgres",
-            dbname="postgres",
-            connect_timeout=3,
-            autocommit=True,
-        )
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL on {PG_HOST}:{PG_PORT} is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL on {PG_HOST}:{PG_PORT} is not reachable: {exc}")
+    admin = psycopg.connect(
+        host=server.host,
+        port=server.port or 5432,
+        user=server.username,
+        password=server.password,
+        dbname=server.database or "postgres",
+        connect_timeout=3,
+        autocommit=True,
+    )
     name = f"tsm_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+            yield server.set(database=name).render_as_string(hide_password=False)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

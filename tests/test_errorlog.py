@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from databases import PG_HOST, PG_PORT, TcpProxy, read_rows
+from databases import TcpProxy, read_rows
 from flask import Flask
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from flask_tickstock_monitor import TickStockMonitor
 from flask_tickstock_monitor.config import ConfigurationError
@@ -291,8 +291,9 @@ def test_sqlite_locked_then_released(tmp_path: Path, make_app: MakeApp) -> None:
 
 
 def test_postgresql_down_then_back(postgres_url: str, make_app: MakeApp) -> None:
-    proxy = TcpProxy((PG_HOST, PG_PORT)).open()
-    through_proxy = postgres_url.replace(f":{PG_PORT}/", f":{proxy.port}/")
+    server = make_url(postgres_url)
+    proxy = TcpProxy((server.host or "127.0.0.1", server.port or 5432)).open()
+    through_proxy = server.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
     try:
         app, monitor = make_app(
             "memory://errorlog-pg-down", TICKSTOCK_MONITOR_DATABASE_URI=through_proxy, **FAST

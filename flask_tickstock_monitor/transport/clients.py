@@ -8,6 +8,7 @@ subscription's backoff), so the clients made here are told not to retry on their
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -96,7 +97,34 @@ def connect_redis(url: str, *, socket_timeout: float, **options: Any) -> Any:
             **options,
         )
     setattr(client, _ATTRIBUTE, topology)
+    _disconnect_when_collected(client)
     return client
+
+
+def _disconnect_when_collected(client: Any) -> None:
+    """Close the sockets of ``client``'s pools when the client is garbage, whoever forgot to
+    close it (a thread that outlived a shutdown, say).
+
+    A client that is part of a reference cycle (its app, its monitor) is otherwise finalised in
+    no particular order: a socket may be finalised before the connection that would close it,
+    a ResourceWarning in whatever code the collector happens to interrupt. A weakref callback
+    runs before any finalizer, while the pools are still whole. (Not for a cluster client: its
+    nodes manager, which knows the pools, refers back to the client; it is closed on stop.)"""
+    if is_cluster(client):
+        return
+    pools = [client.connection_pool]
+    sentinel = getattr(client, _SENTINEL, None)
+    if sentinel is not None:
+        pools += [sentinel_client.connection_pool for sentinel_client in sentinel.sentinels]
+    weakref.finalize(client, _disconnect, pools).atexit = False
+
+
+def _disconnect(pools: list[Any]) -> None:
+    for pool in pools:
+        try:
+            pool.disconnect()
+        except Exception:  # nothing more to do for it: the collector takes what is left
+            pass
 
 
 def close(client: Any) -> None:
