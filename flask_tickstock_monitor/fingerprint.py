@@ -290,6 +290,8 @@ def message_fingerprint(logger_or_component: str | None, message: str) -> str:
     fingerprint is remembered (normalising and hashing it cost an event ~2k instructions)."""
     if type(message) is not str:
         message = str(message)
+    if logger_or_component is not None and type(logger_or_component) is not str:  # received
+        logger_or_component = str(logger_or_component) if logger_or_component else None
     key = (logger_or_component, message)
     known = _messages.get(key)
     if known is None:
