@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, got_request_exception
 
-from . import events
+from . import categories, events
 from ._compat import current_request
 from ._util import Throttle
 from .finish import OTEL, Finisher, trace_ids
@@ -122,6 +122,8 @@ class ErrorCapture:
         fingerprint the caller chose (checked by the caller)."""
         if severity not in _SEVERITIES:  # the check inline: a call less on every publish
             check_severity(severity)
+        if category is not None:
+            categories.check(category)
         if req is None:
             req = current_request()
         state = self.state
@@ -237,8 +239,9 @@ class ErrorCapture:
         event["instance_id"] = state.instance_id
         if suppressed:
             event["suppressed"] = suppressed
-        if category:
-            event["category"] = category
+        event["category"] = category or categories.derive(
+            [info[0] for info in reversed(exc_data)] if exc_data else (), component
+        )
         # What we publish, remembered before it is sent so that its echo (a re-log of the
         # received message) can never beat it back: see is_echo.
         self.recent_ids.append(error_id)
