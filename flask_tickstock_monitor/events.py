@@ -104,6 +104,11 @@ def id_text(number: int) -> str:
     return prefix + "%012x" % (number & _COUNTER_BITS)
 
 
+def check_severity(severity: object) -> None:
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+
+
 def component_state(component: Any) -> str | None:
     """The lowercase status of one component of a beat's ``health`` block: its ``state``, or
     (beats of monitors before it had one) its ``status``; ``None`` when it has neither."""
