@@ -19,8 +19,8 @@ from typing import Any
 from . import events
 from ._util import RateLimitedLog
 from .alerts import Alert, AlertTracker
-from .echo import handling
 from .constants import CHANNEL_ERRORS, CHANNEL_MONITORING, DEFAULT_REDIS_URL, latest_key
+from .echo import handling
 from .groups import GroupBook
 from .staleness import DEFAULT_OFFLINE_TTL, InstanceView, purgeable
 from .transport import Subscription, clients
