@@ -1,7 +1,8 @@
 """Error log records as events: a handler on the root logger, built never to publish its own
 echo (TickStockAppV2 re-logs every message it receives on ``tickstock:errors``; see echo.py),
 nor a record twice (the records about a request's error belong to its event: requestlog.py; a
-record belongs to one app: the one whose context it was logged in, else the first set up)."""
+record belongs to one app: the one whose context it was logged in, else the first app set up
+on each monitor)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class MonitorLogHandler(logging.Handler):
         super().__init__(level)
         self.capture = capture
         self.app = capture.state.app
+        self.monitor = capture.state.monitor
         self.ignore = ignore
         self._ignored: dict[str, str | None] = {}
 
@@ -80,7 +82,7 @@ class MonitorLogHandler(logging.Handler):
 
     def _owns(self) -> bool:
         """The record being emitted is this app's: logged in its context, or, outside the
-        context of any app with a handler, this is the first handler installed."""
+        context of any app with a handler, this is the first handler of its monitor."""
         handlers = _handlers
         if len(handlers) < 2:
             return True
@@ -89,7 +91,7 @@ class MonitorLogHandler(logging.Handler):
             for handler in handlers:
                 if handler.app is ctx.app:
                     return handler is self
-        return handlers[0] is self
+        return next(h for h in handlers if h.monitor is self.monitor) is self
 
     def _ignored_reason(self, name: str) -> str | None:
         if name in self._ignored:
