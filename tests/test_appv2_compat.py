@@ -42,7 +42,7 @@ SEVERITY_LEVELS = ("debug", "info", "warning", "error", "critical")
 APP_LOGGER = "src.app"  # the module logger of its app.py
 
 
-# --- its readers' rules, in our words ----------------------------------------------------------
+# --- its readers' rules, in our words ------------------------------------------------------------
 
 
 def read_as_error_message(data: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def test_every_kind_of_error_reads_as_its_error_message(appv2):
     ("exc", "name", "category"),
     [
         (ConnectionError("refused"), None, "network"),
-        (socket.timeout("timed out"), None, "network"),
+        (TimeoutError("timed out"), None, "network"),  # socket.timeout
         (socket.gaierror("no such host"), None, "network"),
         (ValueError("not a number: 'x'"), None, "validation"),
         (BadRequestKeyError("symbol"), None, "validation"),  # a missing form/query key
@@ -220,7 +220,7 @@ def test_the_durable_error_log_files_the_category(appv2, tmp_path):
     assert row["category"] == "network"
 
 
-# --- its re-logging subscriber ---------------------------------------------------------------------
+# --- its re-logging subscriber -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("logger", [LOGGER, OTHER_LOGGER])
@@ -251,7 +251,7 @@ def test_genuine_repeats_pass_the_throttle_limit_while_it_relogs(appv2):
     assert monitor.stats(app)["dropped"] == {"echo": 3, "throttled": 2}
 
 
-# --- one event per failing request -----------------------------------------------------------------
+# --- one event per failing request ---------------------------------------------------------------
 
 
 def test_its_500_handler_makes_one_event_with_its_lines_attached(appv2):
@@ -336,7 +336,7 @@ def test_records_about_an_error_published_before_the_handler_are_counted(appv2):
     assert monitor.stats(app)["dropped"] == {"merged": 2}  # the handler's two lines
 
 
-# --- the health block ------------------------------------------------------------------------------
+# --- the health block ----------------------------------------------------------------------------
 
 
 def test_its_monitoring_subscriber_warns_only_about_what_is_not_healthy(appv2):
@@ -362,7 +362,7 @@ def test_its_monitoring_subscriber_warns_only_about_what_is_not_healthy(appv2):
     assert degraded["health"]["components"]["database"]["state"] == "degraded"
 
 
-# --- its Redis settings ----------------------------------------------------------------------------
+# --- its Redis settings --------------------------------------------------------------------------
 
 
 def test_the_monitor_publishes_to_the_redis_host_it_connects_to(
@@ -395,7 +395,7 @@ def test_the_monitor_publishes_to_the_redis_host_it_connects_to(
         other.stop()
 
 
-# --- two apps on one monitor -----------------------------------------------------------------------
+# --- two apps on one monitor ---------------------------------------------------------------------
 
 
 def test_two_apps_on_one_monitor_publish_each_record_once(redis_server, make_app, record_channels):
