@@ -123,43 +123,47 @@ def examine(record: logging.LogRecord, text: str, recent: RecentIds, frames: boo
             return proof
     if proof.see(_handling.get(), recent):
         return proof
-    if len(text) >= 36 and len(recent) and proof.see(_ids_in(text), recent):
+    if len(text) >= 36 and len(recent) and proof.see(_UUID_TEXT.findall(text), recent):
         return proof
     if frames:
         _examine_frames(proof, recent)
     return proof
 
 
-def _ids_in(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return _UUID_TEXT.findall(value)
-    return [found.decode() for found in _UUID_BYTES.findall(value)]
-
-
 def _message_ids(value: Any) -> list[Any]:
     """The ids in a local that may be a received message: its JSON text or bytes, the dict it
     was parsed into, or redis-py's message dict (the JSON under ``data``)."""
-    if isinstance(value, (str, bytes, bytearray)):
-        if len(value) > MAX_SCANNED:
+    kind = type(value)
+    if kind is str:
+        return (
+            _UUID_TEXT.findall(value) if "error_id" in value and len(value) <= MAX_SCANNED else []
+        )
+    if kind is bytes or kind is bytearray:
+        if b"error_id" not in value or len(value) > MAX_SCANNED:
             return []
-        marker = "error_id" if isinstance(value, str) else b"error_id"
-        return _ids_in(value) if marker in value else []  # type: ignore[operator]
-    if isinstance(value, dict):
-        found = [value.get("error_id"), value.get("echo_of")]
-        ids = [item for item in found if type(item) is str]
+        return [found.decode() for found in _UUID_BYTES.findall(value)]
+    if kind is dict:
+        ids = [item for item in (value.get("error_id"), value.get("echo_of")) if type(item) is str]
         data = value.get("data")
-        return ids + _message_ids(data) if isinstance(data, (str, bytes, bytearray)) else ids
+        return ids + _message_ids(data) if data is not None and type(data) is not dict else ids
     return []
 
 
 def _examine_frames(proof: Proof, recent: RecentIds) -> None:
+    """Up the frames of the logging call, to the thread's or the module's first: a module's
+    frame (its globals) and what is below it (the import system) hold no received message."""
     frame = sys._getframe(1)
     looked = 0
     while frame is not None and looked < MAX_FRAMES:
-        if not frame.f_code.co_filename.startswith(_SKIPPED):
+        code = frame.f_code
+        if code.co_name == "<module>":
+            return
+        if not code.co_filename.startswith(_SKIPPED):
             looked += 1
             for value in list(frame.f_locals.values()):
-                ids = _message_ids(value)
-                if ids and proof.see(ids, recent):
-                    return
+                kind = type(value)
+                if kind is str or kind is dict or kind is bytes or kind is bytearray:
+                    ids = _message_ids(value)
+                    if ids and proof.see(ids, recent):
+                        return
         frame = frame.f_back  # type: ignore[assignment]

@@ -148,6 +148,9 @@ class MonitorLogHandler(logging.Handler):
                 capture.capture_unhandled(exc)
                 return
         text = record.getMessage()
+        key = ("log", record.name, record.pathname, record.lineno)
+        if frames and capture.throttle.blocked(key):
+            frames = False  # the throttle drops it anyway: a storm does not pay for the look
         proof = echo.examine(record, text, capture.recent_ids, frames)
         if proof.ours is not None:
             self._count("echo")
@@ -160,7 +163,7 @@ class MonitorLogHandler(logging.Handler):
             severity=severity_for_level(record.levelno),
             component=record.name,
             context=context,
-            key=("log", record.name, record.pathname, record.lineno),
+            key=key,
             origin="logging",
             want_id=False,
             echo_of=proof.foreign,

@@ -425,3 +425,23 @@ def test_two_apps_on_one_monitor_publish_each_record_once(redis_server, make_app
         ("logged in the second's context", "second"),
         ("logged outside any context", "first"),  # the first set up
     ]
+
+
+def test_a_storm_of_log_records_pays_no_look_into_frames_past_the_throttle(appv2, monkeypatch):
+    from flask_tickstock_monitor import echo
+
+    looks: list[int] = []
+    examine_frames = echo._examine_frames
+
+    def counted(proof, recent):
+        looks.append(1)
+        examine_frames(proof, recent)
+
+    monkeypatch.setattr(echo, "_examine_frames", counted)
+    app, monitor, recorder = appv2(TICKSTOCK_MONITOR_THROTTLE_LIMIT=3)
+    for _ in range(10):
+        logging.getLogger("app.jobs").error("the same line, a storm of it")
+    assert monitor.flush(2.0, app=app)
+    assert len(recorder.wait_count(ERRORS, 3)) == 3
+    assert len(looks) == 3
+    assert monitor.stats(app)["dropped"] == {"throttled": 7}
