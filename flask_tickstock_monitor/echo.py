@@ -33,7 +33,7 @@ _UUID_TEXT = re.compile(_UUID)
 _UUID_BYTES = re.compile(_UUID.encode())
 #: Received messages are looked for in this many frames above the logging call, in strings up
 #: to this size (a message is capped far below it by every reader).
-MAX_FRAMES = 16
+MAX_FRAMES = 8
 MAX_SCANNED = 65_536
 #: Frames not looked into: logging's, and ours (what we received is marked by handling()).
 _SKIPPED = (os.path.dirname(logging.__file__), os.path.dirname(os.path.abspath(__file__)))

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from conftest import quiet
 from flask import Flask
 from relogger import LOGGER, OTHER_LOGGER, ReLogger
 from servers import RedisServer
@@ -79,20 +80,6 @@ def appv2_500_handler(app: Flask) -> None:
         details = vars(error) if hasattr(error, "__dict__") else "No details available"
         log.error(f"FLASK-ERROR-500: Exception details: {details}")
         return {"error": "Internal server error", "message": str(error)}, 500
-
-
-def settle(recorder, channel: str, silence: float = 0.6, timeout: float = 10.0) -> list:
-    """The messages on ``channel`` once none arrived for ``silence`` seconds."""
-    deadline = time.monotonic() + timeout
-    count, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = len(recorder.on(channel))
-        if now != count:
-            count, since = now, time.monotonic()
-        elif time.monotonic() - since >= silence:
-            break
-        time.sleep(0.02)
-    return recorder.on(channel)
 
 
 @pytest.fixture
@@ -211,10 +198,7 @@ def test_the_durable_error_log_files_the_category(appv2, tmp_path):
     url = f"sqlite:///{tmp_path}/errors.db"
     app, monitor, recorder = appv2(TICKSTOCK_MONITOR_DATABASE_URI=url)
     with app.app_context():
-        try:
-            raise ConnectionError("upstream refused")
-        except ConnectionError:
-            monitor.capture_exception()
+        monitor.capture_exception(ConnectionError("upstream refused"))
     assert monitor.flush(5.0, app=app)
     (row,) = read_rows(url)
     assert row["category"] == "network"
@@ -233,7 +217,7 @@ def test_its_relogging_stays_at_one_message_and_is_counted(appv2, logger):
 
     with signals.event_dropped.connected_to(on_drop, sender=app):
         logging.getLogger("src.core.services.market_data").error("symbol feed stalled")
-        events = settle(recorder, ERRORS)
+        events = quiet(recorder, ERRORS)
     assert [e["message"] for e in events] == ["symbol feed stalled"]
     assert monitor.stats(app)["dropped"] == {"echo": 1}
     assert dropped == [("echo", 1)]
@@ -245,7 +229,7 @@ def test_genuine_repeats_pass_the_throttle_limit_while_it_relogs(appv2):
     for _ in range(5):  # the same text, five distinct occurrences
         log.error("symbol feed stalled for nasdaq100")
         time.sleep(0.05)
-    events = settle(recorder, ERRORS)
+    events = quiet(recorder, ERRORS)
     assert [e["message"] for e in events] == ["symbol feed stalled for nasdaq100"] * 3
     # each published one was re-logged and recognised; the 4th and 5th were throttled
     assert monitor.stats(app)["dropped"] == {"echo": 3, "throttled": 2}
@@ -265,7 +249,7 @@ def test_its_500_handler_makes_one_event_with_its_lines_attached(appv2):
     response = client.get("/bars")
     assert response.status_code == 500
     assert response.json["error"] == "Internal server error"
-    events = settle(recorder, ERRORS)
+    events = quiet(recorder, ERRORS)
     assert len(events) == 1
     (event,) = events
     read_as_error_message(event)
@@ -293,7 +277,7 @@ def test_a_handled_5xx_with_logging_handler_is_one_event(appv2):
         raise LookupError("no such universe")
 
     assert app.test_client().get("/symbol").status_code == 503
-    (event,) = settle(recorder, ERRORS)
+    (event,) = quiet(recorder, ERRORS)
     assert event["origin"] == "handled_5xx" and event["error_type"] == "LookupError"
     assert [line["message"] for line in event["context"]["log"]] == [
         "LOOKUP-ERROR: no such universe",
@@ -314,7 +298,7 @@ def test_a_handler_that_answers_4xx_publishes_its_error_line_as_before(appv2):
         raise ValueError("symbol missing")
 
     assert app.test_client().get("/form").status_code == 400
-    (event,) = settle(recorder, ERRORS)
+    (event,) = quiet(recorder, ERRORS)
     assert event["message"] == "VALIDATION-ERROR: symbol missing"
     assert event["origin"] == "logging" and event["context"]["path"] == "/form"
 
@@ -331,7 +315,7 @@ def test_records_about_an_error_published_before_the_handler_are_counted(appv2):
             raise
 
     assert app.test_client().get("/explicit").status_code == 500
-    (event,) = settle(recorder, ERRORS)
+    (event,) = quiet(recorder, ERRORS)
     assert event["origin"] == "explicit"
     assert monitor.stats(app)["dropped"] == {"merged": 2}  # the handler's two lines
 
@@ -388,7 +372,7 @@ def test_the_monitor_publishes_to_the_redis_host_it_connects_to(
             assert [e["message"] for e in on_host.wait_count(ERRORS, 1)] == [
                 "to the server it connects to"
             ]
-            assert settle(on_url, ERRORS, silence=0.3) == []
+            assert quiet(on_url, ERRORS, silence=0.3) == []
         finally:
             monitor.shutdown(app=app)
     finally:
@@ -418,7 +402,7 @@ def test_two_apps_on_one_monitor_publish_each_record_once(redis_server, make_app
     assert second.test_client().get("/log").status_code == 200
     for app in (first, second):
         assert monitor.flush(2.0, app=app)
-    events = settle(recorder, ERRORS)
+    events = quiet(recorder, ERRORS)
     assert sorted((e["message"], e["instance_id"]) for e in events) == [
         ("logged in a request of the second", "second"),
         ("logged in the first's context", "first"),

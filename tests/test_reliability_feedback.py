@@ -23,27 +23,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from conftest import quiet
 from relogger import LOGGER, OTHER_LOGGER, ReLogger
 
 CHANNEL = "tickstock:errors"
 TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-def quiet(recorder, channel: str, silence: float = 0.7, timeout: float = 15.0) -> list:
-    """The messages once none arrived for ``silence`` seconds."""
-    deadline = time.monotonic() + timeout
-    count, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = len(recorder.on(channel))
-        if now != count:
-            count, since = now, time.monotonic()
-        elif time.monotonic() - since >= silence:
-            break
-        time.sleep(0.02)
-    return recorder.on(channel)
 
 
 @pytest.fixture
