@@ -190,6 +190,9 @@ class ErrorCapture:
             extra,
         )
         if req is not None and (origin == "unhandled" or origin == "handled_5xx"):
+            previous = req.__dict__.get(requestlog.REQ_PENDING)
+            if previous is not None:  # a second error in one request: the first goes now
+                self._submit(previous)
             req.__dict__[requestlog.REQ_PENDING] = args  # sent by _end_request
             return None
         accepted = self._submit(args)
