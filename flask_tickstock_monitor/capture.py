@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app, got_request_exception
 
 from . import categories, events, requestlog, signalcapture
-from ._compat import current_request
+from ._compat import CLOSES_REQUEST, current_request
 from ._util import Throttle
 from .echo import RecentIds
 from .finish import OTEL, Finisher, trace_ids
@@ -86,7 +86,7 @@ class ErrorCapture:
             if req is not None:
                 flags = req.__dict__
                 if requestlog.REQ_PENDING in flags or requestlog.REQ_HELD in flags:
-                    self._end_request(flags)
+                    self.end_request(flags)
 
         self._on_request_exception = on_request_exception
         self._after_request = after_request
@@ -193,7 +193,8 @@ class ErrorCapture:
             previous = req.__dict__.get(requestlog.REQ_PENDING)
             if previous is not None:  # a second error in one request: the first goes now
                 self._submit(previous)
-            req.__dict__[requestlog.REQ_PENDING] = args  # sent by _end_request
+            req.__dict__[requestlog.REQ_PENDING] = args  # sent by end_request
+            requestlog.watch_end(req, self.end_request)
             return None
         accepted = self._submit(args)
         return error_id if accepted and want_id else None  # type: ignore[return-value]
@@ -210,7 +211,7 @@ class ErrorCapture:
             sink(item)
         return publisher.submit(item)
 
-    def _end_request(self, flags: dict[str, Any]) -> None:
+    def end_request(self, flags: dict[str, Any]) -> None:
         """At a request's teardown: send its event with the records that belong to it; records
         held for it, when no event was made, are published as they would have been."""
         held = requestlog.take_held(flags)
@@ -291,7 +292,8 @@ class ErrorCapture:
         self._app_ref = weakref.ref(app)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
-        app.teardown_request(self._teardown)
+        if not CLOSES_REQUEST:
+            app.teardown_request(self._teardown)
         self._connect_signal_if_needed(app)
 
     def _connect_signal_if_needed(self, app: Flask) -> None:

@@ -127,6 +127,8 @@ class MonitorLogHandler(logging.Handler):
                 if placed:
                     if placed == requestlog.LATE:
                         self._count("merged")
+                    elif placed == requestlog.HELD:
+                        requestlog.watch_end(req, self.capture.end_request)
                     return
             self.publish(record, frames=req is None)
         except Dropped:

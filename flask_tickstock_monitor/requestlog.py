@@ -15,8 +15,10 @@ an event was made, else published as it would have been.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from ._compat import CLOSES_REQUEST
 from .flaskhooks import CAPTURED, REQ_CAPTURED, REQ_HANDLING
 
 #: The queued-to-be arguments of this request's error event, sent at the request's teardown.
@@ -79,6 +81,25 @@ def attach(flags: dict[str, Any], record: logging.LogRecord) -> None:
             "time": record.created,
         }
     )
+
+
+def watch_end(req: Any, on_end: Callable[[dict[str, Any]], None]) -> None:
+    """Have ``on_end(flags)`` run once as ``req`` ends: from its close(), which Flask calls
+    after the teardown functions, still in the request (see _compat.CLOSES_REQUEST; elsewhere
+    the capture's teardown function calls it)."""
+    flags = req.__dict__
+    if not CLOSES_REQUEST or "close" in flags:
+        return
+    close = type(req).close
+
+    def end_then_close() -> None:
+        del flags["close"]
+        try:
+            on_end(flags)
+        finally:
+            close(req)
+
+    flags["close"] = end_then_close
 
 
 def take_held(flags: dict[str, Any]) -> list[logging.LogRecord]:

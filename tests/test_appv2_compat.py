@@ -429,3 +429,25 @@ def test_a_storm_of_log_records_pays_no_look_into_frames_past_the_throttle(appv2
     assert len(recorder.wait_count(ERRORS, 3)) == 3
     assert len(looks) == 3
     assert monitor.stats(app)["dropped"] == {"throttled": 7}
+
+
+def test_where_flask_does_not_close_the_request_a_teardown_function_sends_it(appv2, monkeypatch):
+    from flask_tickstock_monitor import capture, requestlog
+
+    monkeypatch.setattr(capture, "CLOSES_REQUEST", False)
+    monkeypatch.setattr(requestlog, "CLOSES_REQUEST", False)
+    app, monitor, recorder = appv2()
+    assert app.teardown_request_funcs[None]  # registered only where needed
+
+    @app.route("/bars")
+    def bars():
+        raise ZeroDivisionError("Failed to calculate threshold bars")
+
+    assert app.test_client().get("/bars").status_code == 500
+    (event,) = quiet(recorder, ERRORS)
+    assert len(event["context"]["log"]) == 2
+
+
+def test_an_ok_request_costs_no_teardown_function(appv2):
+    app, monitor, recorder = appv2()
+    assert not app.teardown_request_funcs.get(None)
