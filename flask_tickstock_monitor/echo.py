@@ -123,8 +123,10 @@ def examine(record: logging.LogRecord, text: str, recent: RecentIds, frames: boo
             return proof
     if proof.see(_handling.get(), recent):
         return proof
-    if len(text) >= 36 and len(recent) and proof.see(_UUID_TEXT.findall(text), recent):
-        return proof
+    if len(text) >= 36 and len(recent):  # a uuid in the text is ours, or proves nothing
+        proof.ours = next((i for i in _UUID_TEXT.findall(text) if i in recent), None)
+        if proof.ours is not None:
+            return proof
     if frames:
         _examine_frames(proof, recent)
     return proof

@@ -451,3 +451,11 @@ def test_where_flask_does_not_close_the_request_a_teardown_function_sends_it(app
 def test_an_ok_request_costs_no_teardown_function(appv2):
     app, monitor, recorder = appv2()
     assert not app.teardown_request_funcs.get(None)
+
+
+def test_an_id_in_the_text_that_is_not_ours_proves_nothing(appv2):
+    app, monitor, recorder = appv2()
+    logging.getLogger("app.orders").error("order 3f1c5a0e-1b2c-4d3e-8f40-123456789abc failed")
+    (event,) = quiet(recorder, ERRORS)
+    assert "echo_of" not in event  # only a received message names what it echoes
+    assert monitor.stats(app)["dropped"] == {}
