@@ -8,7 +8,13 @@ from typing import Any
 from flask import Flask, has_request_context, request
 from flask.globals import _cv_app as cv_app
 
-__all__ = ["WSGI_APP_CODE", "current_request", "cv_app", "public_current_request"]
+__all__ = [
+    "CLOSES_REQUEST",
+    "WSGI_APP_CODE",
+    "current_request",
+    "cv_app",
+    "public_current_request",
+]
 
 # Where Flask catches what no error handler took: the first frame of such an exception's
 # traceback, while ``handle_exception`` turns it into a 500 (or re-raises it, when the app
@@ -38,3 +44,10 @@ else:
         """The request being handled on this thread, or ``None`` outside one."""
         ctx = _cv_request.get(None)
         return None if ctx is None else ctx.request
+
+
+#: Flask 2.2 to 3.1 call the request's ``close()`` as its context ends, after the teardown
+#: functions, still inside it: a hook there costs only the requests that set it, where a
+#: teardown function would cost every request (Flask checks each for a coroutine). Elsewhere
+#: the capture registers a teardown function instead.
+CLOSES_REQUEST = current_request is not public_current_request

@@ -112,6 +112,15 @@ class Throttle:
             entry[2] += 1
             return False, 0
 
+    def blocked(self, key: Any) -> bool:
+        """``admit(key)`` would refuse now (asked without counting: a look, no lock)."""
+        entry = self._windows.get(key)
+        return (
+            entry is not None
+            and 0 < self.limit <= entry[1]
+            and time.monotonic() - entry[0] < self.window
+        )
+
     def _expire(self, now: float) -> None:
         stale = [k for k, v in self._windows.items() if now - v[0] >= self.window and not v[2]]
         for key in stale:

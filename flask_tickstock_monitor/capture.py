@@ -9,20 +9,19 @@ thread that consumes the item: the publisher's, or the durable error log's write
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, got_request_exception
 
-from . import events
-from ._compat import current_request
+from . import categories, events, requestlog, signalcapture
+from ._compat import CLOSES_REQUEST, current_request
 from ._util import Throttle
+from .echo import RecentIds
 from .finish import OTEL, Finisher, trace_ids
 from .flaskhooks import (
     CAPTURED,
@@ -45,11 +44,6 @@ if TYPE_CHECKING:
 _SEVERITIES = frozenset(events.SEVERITIES)
 
 
-def check_severity(severity: str) -> None:
-    if severity not in _SEVERITIES:
-        raise ValueError(f"severity must be one of {events.SEVERITIES}, got {severity!r}")
-
-
 class ErrorCapture:
     """Turns errors of one app into queued events on ``state.publisher``."""
 
@@ -57,8 +51,8 @@ class ErrorCapture:
         self.state = state
         config = state.config
         self.throttle = Throttle(config.throttle_limit, config.throttle_window)
-        self.recent_ids: deque[str] = deque(maxlen=256)
-        self.recent_messages: deque[str] = deque(maxlen=256)
+        #: what this app published lately: a record naming one is an echo (see echo.py)
+        self.recent_ids = RecentIds()
         self.log_handler: MonitorLogHandler | None = None
         self._set_up = False
         self._signal_connected = False
@@ -87,8 +81,16 @@ class ErrorCapture:
                 self._on_error_response(response)
             return response
 
+        def teardown(exc: BaseException | None) -> None:
+            req = current_request()
+            if req is not None:
+                flags = req.__dict__
+                if requestlog.REQ_PENDING in flags or requestlog.REQ_HELD in flags:
+                    self.end_request(flags)
+
         self._on_request_exception = on_request_exception
         self._after_request = after_request
+        self._teardown = teardown
 
     # the one entry point -------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class ErrorCapture:
         want_id: bool = True,
         req: Any = None,
         fingerprint: tuple[str, ...] | None = None,
+        echo_of: str | None = None,
     ) -> str | None:
         """Queue an error event; returns its ``error_id``, or ``None`` when it was not queued.
 
@@ -119,9 +122,15 @@ class ErrorCapture:
         request, when the caller has it (default: the current one, if any). ``want_id=False``
         (the automatic hooks, which never read it): the id is made on the publisher thread
         instead, a couple of microseconds off the request. ``fingerprint``: the parts of a
-        fingerprint the caller chose (checked by the caller)."""
+        fingerprint the caller chose (checked by the caller). ``echo_of``: the id of the
+        received message whose handling logged this (see echo.py).
+
+        The automatic events of a request (an exception no handler took, a 5xx) are sent at
+        its end, with the log records about them attached (see requestlog.py)."""
         if severity not in _SEVERITIES:  # the check inline: a call less on every publish
-            check_severity(severity)
+            events.check_severity(severity)
+        if category is not None:
+            categories.check(category)
         if req is None:
             req = current_request()
         state = self.state
@@ -162,6 +171,8 @@ class ErrorCapture:
         extra: dict[str, Any] | None = trace_ids() if OTEL else None  # this thread's span
         if fingerprint is not None:
             extra = {**(extra or {}), "fingerprint": fingerprint}
+        if echo_of is not None:
+            extra = {**(extra or {}), "echo_of": echo_of}
         # The builder's arguments, queued as they are (see Publisher.compact: one object for
         # the collector, not two), unless a sink shares the build.
         args = (
@@ -178,17 +189,42 @@ class ErrorCapture:
             origin,
             extra,
         )
-        if self.sinks:
-            # positional (channel, payload, build, kind, args, severity): 4x cheaper than keywords
-            item = Outgoing(
-                state.config.channel_errors, None, self._builder, "error", args, severity
-            )
-            for sink in self.sinks:
-                sink(item)
-            accepted = state.publisher.submit(item)
-        else:
-            accepted = state.publisher.submit(args)
+        if req is not None and (origin == "unhandled" or origin == "handled_5xx"):
+            previous = req.__dict__.get(requestlog.REQ_PENDING)
+            if previous is not None:  # a second error in one request: the first goes now
+                self._submit(previous)
+            req.__dict__[requestlog.REQ_PENDING] = args  # sent by end_request
+            requestlog.watch_end(req, self.end_request)
+            return None
+        accepted = self._submit(args)
         return error_id if accepted and want_id else None  # type: ignore[return-value]
+
+    def _submit(self, args: tuple[Any, ...]) -> bool:
+        publisher = self.state.publisher
+        if not self.sinks:
+            return publisher.submit(args)
+        # positional (channel, payload, build, kind, args, severity): 4x cheaper than keywords
+        item = Outgoing(
+            self.state.config.channel_errors, None, self._builder, "error", args, args[4]
+        )
+        for sink in self.sinks:
+            sink(item)
+        return publisher.submit(item)
+
+    def end_request(self, flags: dict[str, Any]) -> None:
+        """At a request's teardown: send its event with the records that belong to it; records
+        held for it, when no event was made, are published as they would have been."""
+        held = requestlog.take_held(flags)
+        args = flags.pop(requestlog.REQ_PENDING, None)
+        if args is None:
+            if self.log_handler is not None:
+                for record in held:
+                    self.log_handler.publish(record)
+            return
+        for record in held:
+            requestlog.attach(flags, record)
+        requestlog.breadcrumbs(flags, args[6])
+        self._submit(args)
 
     def _build(
         self,
@@ -237,19 +273,13 @@ class ErrorCapture:
         event["instance_id"] = state.instance_id
         if suppressed:
             event["suppressed"] = suppressed
-        if category:
-            event["category"] = category
+        event["category"] = category or categories.derive(
+            [info[0] for info in reversed(exc_data)] if exc_data else (), component
+        )
         # What we publish, remembered before it is sent so that its echo (a re-log of the
-        # received message) can never beat it back: see is_echo.
-        self.recent_ids.append(error_id)
-        if len(message) >= 8:
-            self.recent_messages.append(message)
+        # received message) can never beat it back: see echo.py.
+        self.recent_ids.add(error_id)
         return self.finisher.finish(event, exc_data, extra)
-
-    def is_echo(self, record: logging.LogRecord, text: str) -> bool:
-        if getattr(record, "error_id", None) in self.recent_ids:
-            return True
-        return any(message in text for message in list(self.recent_messages))
 
     # Flask ------------------------------------------------------------------------------------
 
@@ -262,6 +292,8 @@ class ErrorCapture:
         self._app_ref = weakref.ref(app)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
+        if not CLOSES_REQUEST:
+            app.teardown_request(self._teardown)
         self._connect_signal_if_needed(app)
 
     def _connect_signal_if_needed(self, app: Flask) -> None:
@@ -290,8 +322,7 @@ class ErrorCapture:
         self._set_up = True
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         self._connect_signal_if_needed(app)
-        if self.state.config.capture_5xx:
-            wrap_error_handlers(app)
+        wrap_error_handlers(app)  # to know what they handle, and what they log while at it
         # Needed once only: later requests need not call it. A new list, not a removal from
         # the one Flask may be iterating on another thread right now.
         funcs = app.before_request_funcs
@@ -336,7 +367,7 @@ class ErrorCapture:
         if not config.capture_logging:
             return
         self.log_handler = MonitorLogHandler(self, config.log_level, config.ignore_loggers)
-        logging.getLogger().addHandler(self.log_handler)
+        self.log_handler.install()
 
     def detach(self) -> None:
         app = self._app_ref() if self._app_ref is not None else None
@@ -344,7 +375,7 @@ class ErrorCapture:
             got_request_exception.disconnect(self._on_request_exception, app)
             self._signal_connected = False
         if self.log_handler is not None:
-            logging.getLogger().removeHandler(self.log_handler)
+            self.log_handler.uninstall()
             self.log_handler = None
         for signal, receiver in self.signal_receivers:
             signal.disconnect(receiver)
@@ -352,34 +383,5 @@ class ErrorCapture:
 
     # blinker ----------------------------------------------------------------------------------
 
-    def track_signal(
-        self,
-        signal: Any,
-        *,
-        severity: str = "error",
-        message: str | None = None,
-        component: str | None = None,
-    ) -> Callable[..., None]:
-        check_severity(severity)
-        name = getattr(signal, "name", repr(signal))
-
-        def receiver(sender: Any, **kwargs: Any) -> None:
-            exc = next((v for v in kwargs.values() if isinstance(v, BaseException)), None)
-            context = {k: v for k, v in kwargs.items() if v is not exc}
-            context["signal"] = name
-            if sender is not None:
-                context["sender"] = getattr(sender, "name", None) or repr(sender)[:200]
-            self.capture(
-                message=message or (f"{name}: {exc}" if exc is not None else f"signal {name}"),
-                exc=exc,
-                severity=severity,
-                component=component,
-                context=context,
-                key=("signal", name, type(exc)),
-                origin="signal",
-                want_id=False,
-            )
-
-        signal.connect(receiver, weak=False)
-        self.signal_receivers.append((signal, receiver))
-        return receiver
+    def track_signal(self, signal: Any, **options: Any) -> Callable[..., None]:
+        return signalcapture.track_signal(self, signal, **options)

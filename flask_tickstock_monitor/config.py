@@ -52,7 +52,7 @@ KEYS: dict[str, Key] = {
     for key in (
         # core
         Key("ENABLED", True, c.as_bool, ("MONITORING_ENABLED",)),
-        Key("REDIS_URL", None, c.as_str, ("REDIS_URL",)),  # else REDIS_HOST…: resolve_redis_url
+        Key("REDIS_URL", None, c.as_str, ("REDIS_URL",)),  # REDIS_HOST… first: resolve_redis_url
         Key("SENTINELS", (), c.as_str_tuple),
         Key("SENTINEL_SERVICE", None, c.as_str),
         Key("SHARDED_PUBSUB", False, c.as_bool),
@@ -278,16 +278,18 @@ class MonitorConfig:
 
 
 def resolve_redis_url(r: ConfigReader) -> str:
-    found = r.raw("REDIS_URL", "REDIS_URL")
+    """``TICKSTOCK_MONITOR_REDIS_URL``; else, as TickStockAppV2 connects (its ``REDIS_URL`` is
+    only an on/off switch there), ``REDIS_HOST`` with ``_PORT`` / ``_DB`` / ``_PASSWORD``; else
+    ``REDIS_URL``; else the default."""
+    found = r.raw("REDIS_URL")
     if found is not None:
         return c.as_str(*found)
-    host = r.raw("_UNUSED_", "REDIS_HOST")
-    if host is None:
-        return DEFAULT_REDIS_URL
-    return c.redis_url_from_parts(
-        host, r.raw("_UNUSED_", "REDIS_PORT"), r.raw("_UNUSED_", "REDIS_DB"),
-        r.raw("_UNUSED_", "REDIS_PASSWORD"),
-    )  # fmt: skip
+    parts = [r.raw("_UNUSED_", f"REDIS_{name}") for name in ("HOST", "PORT", "DB", "PASSWORD")]
+    host, port, db, password = [p if p is not None and str(p[1]).strip() else None for p in parts]
+    if host is not None:
+        return c.redis_url_from_parts(host, port, db, password)
+    found = r.raw("_UNUSED_", "REDIS_URL")
+    return DEFAULT_REDIS_URL if found is None else c.as_str(*found)
 
 
 def _redis_url(r: ConfigReader) -> str:

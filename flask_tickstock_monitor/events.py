@@ -16,6 +16,10 @@ from typing import Any
 
 SEVERITIES = ("warning", "error", "critical")
 STATUSES = ("healthy", "degraded", "unhealthy")
+#: A health component's ``status`` for TickStockAppV2's monitoring subscriber, which warns about
+#: every component whose status is not "OK"; our lowercase status is its ``state``.
+COMPONENT_STATUS = {"healthy": "OK", "degraded": "DEGRADED", "unhealthy": "UNHEALTHY"}
+_FROM_COMPONENT_STATUS = {value: key for key, value in COMPONENT_STATUS.items()}
 ACTIONS = ("invalidate", "clear")
 
 TRUNCATED = "…[truncated]"
@@ -98,6 +102,25 @@ def id_text(number: int) -> str:
     salt = number & ~_COUNTER_BITS
     prefix = _id_prefix if salt == _id_salt else _uuid_text(salt)[:24]  # else: made before a fork
     return prefix + "%012x" % (number & _COUNTER_BITS)
+
+
+def check_severity(severity: object) -> None:
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+
+
+def component_state(component: Any) -> str | None:
+    """The lowercase status of one component of a beat's ``health`` block: its ``state``, or
+    (beats of monitors before it had one) its ``status``; ``None`` when it has neither."""
+    if not isinstance(component, Mapping):
+        return None
+    state = component.get("state")
+    if state in STATUSES:
+        return state  # type: ignore[no-any-return]
+    status = component.get("status")
+    if status in STATUSES:
+        return status  # type: ignore[no-any-return]
+    return _FROM_COMPONENT_STATUS.get(status) if isinstance(status, str) else None
 
 
 def truncate(text: str, limit: int) -> str:

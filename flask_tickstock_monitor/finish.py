@@ -57,7 +57,7 @@ class Finisher:
             event["release"] = self.release
         event["environment"] = self.environment
         if extra:
-            for key in ("trace_id", "span_id"):
+            for key in ("trace_id", "span_id", "echo_of"):
                 if key in extra:
                     event[key] = extra[key]
         hook = self.before_send()

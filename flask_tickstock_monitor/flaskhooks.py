@@ -21,6 +21,8 @@ CAPTURED = "__tickstock_captured__"
 #: handler of the app turned into a response.
 REQ_CAPTURED = "_tickstock_captured"
 REQ_HANDLED = "_tickstock_handled_exc"
+#: Set while one of the app's error handlers runs (what it logs is about the error it handles).
+REQ_HANDLING = "_tickstock_handling"
 
 
 def exception_key(exc: BaseException) -> tuple[Any, ...]:
@@ -87,10 +89,19 @@ def needs_exception_signal(app: Flask) -> bool:
     return bool(app.testing or app.debug) if propagate is None else bool(propagate)
 
 
-def _note_handled(error: Any) -> None:
+def _note_handled(error: Any) -> dict[str, Any] | None:
     req = current_request()
-    if req is not None:  # else a handler called outside a request: nothing to note it on
-        req.__dict__[REQ_HANDLED] = error
+    if req is None:  # a handler called outside a request: nothing to note it on
+        return None
+    flags: dict[str, Any] = req.__dict__
+    flags[REQ_HANDLED] = error
+    flags[REQ_HANDLING] = error
+    return flags
+
+
+def _done_handling(flags: dict[str, Any] | None) -> None:
+    if flags is not None:
+        flags.pop(REQ_HANDLING, None)
 
 
 def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -100,16 +111,22 @@ def _remember_handled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
         @functools.wraps(handler)
         async def remember_async(error: Any) -> Any:
-            _note_handled(error)
-            return await handler(error)
+            flags = _note_handled(error)
+            try:
+                return await handler(error)
+            finally:
+                _done_handling(flags)
 
         wrapped: Callable[[Any], Any] = remember_async
     else:
 
         @functools.wraps(handler)
         def remember(error: Any) -> Any:
-            _note_handled(error)
-            return handler(error)
+            flags = _note_handled(error)
+            try:
+                return handler(error)
+            finally:
+                _done_handling(flags)
 
         wrapped = remember
     setattr(wrapped, CAPTURED, True)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import events
 from ._util import thread_report
 from .builtin_metrics import active_websockets, cache_hit_rate
 from .config import HealthConfig
@@ -250,7 +251,7 @@ class HealthPlane(Plane):
         funcs.update({name: self._in_app(f) for name, f in self.registry.checks.items()})
         calls = self._calls.run(funcs, self.check_timeout)
         components = {name: _component(call, self.check_timeout) for name, call in calls.items()}
-        return worst([c["status"] for c in components.values()]), components
+        return worst([c["state"] for c in components.values()]), components
 
     def _check_redis(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -331,24 +332,38 @@ class HealthPlane(Plane):
 def _component(call: _Call, timeout: float) -> dict[str, Any]:
     if not call.done.is_set():
         running = time.monotonic() - call.started
-        return {
-            "status": "degraded",
-            "score": STATUS_SCORE["degraded"],
-            "details": f"timed out after {timeout:g}s (running for {running:.1f}s)",
-        }
+        return _shaped("degraded", {}, f"timed out after {timeout:g}s (running for {running:.1f}s)")
     if call.error is not None:
-        return {"status": "unhealthy", "score": 0, "details": call.error}
+        return _shaped("unhealthy", {}, call.error)
     value = call.value
     extra: dict[str, Any] = {}
     if isinstance(value, Mapping):
-        extra = {k: v for k, v in value.items() if k != "status"}
+        extra = {k: v for k, v in value.items() if k not in ("status", "state", "score")}
         value = value.get("status")
     if value not in STATUS_RANK:
-        return {"status": "unhealthy", "score": 0, "details": f"invalid check result {value!r}"}
-    return {"status": value, "score": STATUS_SCORE[value], **extra}
+        return _shaped("unhealthy", {}, f"invalid check result {value!r}")
+    return _shaped(value, extra)
+
+
+def _shaped(state: str, extra: dict[str, Any], details: Any = None) -> dict[str, Any]:
+    """A component of the ``health`` block: our lowercase status in ``state``, and what
+    TickStockAppV2's monitoring subscriber reads (``status`` "OK" when healthy, else it warns
+    with ``details``; see events.COMPONENT_STATUS)."""
+    if details is None:
+        details = extra.get("details")
+    if details is None:
+        shown = ", ".join(f"{key}={value}" for key, value in extra.items())
+        details = f"{state} ({shown})" if shown else state
+    return {
+        **extra,
+        "status": events.COMPONENT_STATUS[state],
+        "state": state,
+        "score": STATUS_SCORE[state],
+        "details": details,
+    }
 
 
 def _score(components: Mapping[str, Mapping[str, Any]]) -> int:
     if not components:
         return 100
-    return round(sum(STATUS_SCORE[c["status"]] for c in components.values()) / len(components))
+    return round(sum(c["score"] for c in components.values()) / len(components))

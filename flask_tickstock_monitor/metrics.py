@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         " pip install 'flask-tickstock-monitor[prometheus]'"
     ) from exc
 
+from .events import component_state
 from .staleness import LIVE_STATUSES
 
 log = logging.getLogger("flask_tickstock_monitor.metrics")
@@ -232,7 +233,7 @@ def beat_health(out: Families, beat: Mapping[str, Any], prefix: str) -> None:
             continue
         for value in LIVE_STATUSES:
             out.gauge(f"{prefix}_check_status", "1 for the status a check reported.",
-                      result.get("status") == value, check=str(check), status=value)  # fmt: skip
+                      component_state(result) == value, check=str(check), status=value)  # fmt: skip
         latency = result.get("latency_ms")
         if is_number(latency):
             out.gauge(f"{prefix}_check_latency_seconds", "The latency a check measured.",

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify
 
+from .events import component_state
+
 if TYPE_CHECKING:
     from flask import Response
 
@@ -111,12 +113,12 @@ def readiness(state: MonitorState, health: HealthPlane) -> tuple[Response, int]:
     else:
         components = health.run_checks()[1]
     critical = health.registry.critical | set(health.config.readiness_checks)
-    failed = sorted(n for n in critical if components.get(n, {}).get("status") == "unhealthy")
+    failed = sorted(n for n in critical if component_state(components.get(n)) == "unhealthy")
     body: dict[str, Any] = {"status": "not_ready" if failed else "ready"}
     if failed:
         body["failed"] = failed
     body["checks"] = {
-        name: {"status": c.get("status"), "critical": name in critical}
+        name: {"status": component_state(c), "critical": name in critical}
         for name, c in components.items()
     }
     if admitted(state):
@@ -126,7 +128,7 @@ def readiness(state: MonitorState, health: HealthPlane) -> tuple[Response, int]:
 
 
 def _statuses(components: dict[str, Any]) -> dict[str, Any]:
-    return {name: {"status": c.get("status")} for name, c in components.items()}
+    return {name: {"status": component_state(c)} for name, c in components.items()}
 
 
 def _instance(state: MonitorState) -> dict[str, Any]:

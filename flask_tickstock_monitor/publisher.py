@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import events
+from . import categories, events
 from .constants import CHANNEL_ERRORS, CHANNEL_MONITORING, DEFAULT_REDIS_URL, DEFAULT_SOURCE
 from .scrub import Scrubber
 from .transport import Outgoing, Publisher, clients
@@ -69,7 +69,7 @@ class MonitoringPublisher:
 
     def publish_error(self, error_data: Mapping[str, Any]) -> bool:
         """Queue an error event (``severity``, ``message``; ``component``, ``timestamp``,
-        ``context`` optional)."""
+        ``context``, ``category`` optional)."""
         _require(error_data, "severity", "message")
         if error_data["severity"] not in events.SEVERITIES:
             raise ValueError(
@@ -89,6 +89,8 @@ class MonitoringPublisher:
             context=self.scrubber.scrub(dict(error_data.get("context") or {})),
         )
         event.update(extra)
+        if not event.get("category"):  # TickStockAppV2 files it under error_logs.category
+            event["category"] = categories.derive((), event["component"])
         accepted = self.transport.submit(Outgoing(self.errors_channel, payload=event, kind="error"))
         self.errors_published += accepted
         return accepted

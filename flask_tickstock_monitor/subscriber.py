@@ -20,6 +20,7 @@ from . import events
 from ._util import RateLimitedLog
 from .alerts import Alert, AlertTracker
 from .constants import CHANNEL_ERRORS, CHANNEL_MONITORING, DEFAULT_REDIS_URL, latest_key
+from .echo import handling
 from .groups import GroupBook
 from .recent import RecentErrors
 from .series import SeriesStore
@@ -257,7 +258,8 @@ class MonitoringSubscriber:
             group = self.book.get(added.fingerprint)
             if group is not None:
                 self.alerts.observe_group(group)
-        self._call(self.error_callback, event)  # _call hands the callback a copy
+        with handling(event):  # what the callback logs about it is no new error (echo.py)
+            self._call(self.error_callback, event)  # _call hands the callback a copy
 
     def _trim_errors(self, now: float) -> None:
         cutoff = now - self.error_window

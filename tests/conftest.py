@@ -28,6 +28,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
     return bool(predicate())
 
 
+def quiet(recorder: Any, channel: str, silence: float = 0.7, timeout: float = 15.0) -> list:
+    """The messages a recorder has on ``channel`` once none arrived for ``silence`` seconds."""
+    deadline = time.monotonic() + timeout
+    count, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = len(recorder.on(channel))
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= silence:
+            break
+        time.sleep(0.02)
+    return recorder.on(channel)  # type: ignore[no-any-return]
+
+
 @pytest.fixture(autouse=True)
 def collect_garbage_after_the_test() -> Iterator[None]:
     """With ``TICKSTOCK_TEST_COLLECT=1``: a full collection after every test (after its other

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -34,7 +35,9 @@ OTHER_LOGGER = "app.error_subscriber"
 class ReLogger:
     """Re-logs what arrives on ``logger``. ``skip_instance``: not the errors of that instance
     (re-log only the other's). ``mangle``: re-log a text that never contains the original
-    message, the worst case for echo detection (only the throttle bounds the loop then)."""
+    message (it names the error_id instead). ``handoff``: another thread logs the text, so the
+    code that logs holds nothing of the received message: nothing proves the re-log is an
+    echo, the worst case (only the throttle bounds the loop then)."""
 
     def __init__(
         self,
@@ -44,6 +47,7 @@ class ReLogger:
         logger: str = LOGGER,
         skip_instance: str | None = None,
         mangle: bool = False,
+        handoff: bool = False,
     ):
         self.log = logging.getLogger(logger)
         self.log.setLevel(logging.DEBUG)  # as EnhancedLogger does
@@ -64,10 +68,22 @@ class ReLogger:
             raise RuntimeError(f"no subscribe confirmation for {channel}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._texts: queue.Queue[tuple[int, str, dict[str, Any]] | None] | None = None
+        self._logger_thread: threading.Thread | None = None
+        if handoff:
+            self._texts = queue.Queue()
+            self._logger_thread = threading.Thread(target=self._log_handed, daemon=True)
 
     def start(self) -> ReLogger:
         self._thread.start()
+        if self._logger_thread is not None:
+            self._logger_thread.start()
         return self
+
+    def _log_handed(self) -> None:
+        assert self._texts is not None
+        while (item := self._texts.get()) is not None:
+            self.log.log(item[0], item[1], extra=item[2])
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -79,18 +95,23 @@ class ReLogger:
                 continue
             text = f"relayed error {data['error_id']}" if self.mangle else display(data)
             self.relogged += 1
-            self.log.log(
-                LEVELS.get(data["severity"], 20),
-                text,
-                extra={
-                    "error_id": str(uuid.uuid4()),
-                    "source": data["source"],
-                    "category": data.get("category"),
-                    "component": data.get("component"),
-                },
-            )
+            level = LEVELS.get(data["severity"], 20)
+            extra = {
+                "error_id": str(uuid.uuid4()),
+                "source": data["source"],
+                "category": data.get("category"),
+                "component": data.get("component"),
+            }
+            if self._texts is not None:
+                self._texts.put((level, text, extra))
+                del message, data  # nothing of the message stays on this side either
+                continue
+            self.log.log(level, text, extra=extra)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
+        if self._texts is not None and self._logger_thread is not None:
+            self._texts.put(None)
+            self._logger_thread.join(2)
         self.pubsub.close()

@@ -73,6 +73,31 @@ def test_redis_host_without_password():
     assert config_of({}, {"REDIS_HOST": "h"}).redis_url == "redis://h:6379/0"
 
 
+def test_redis_host_wins_over_redis_url_as_tickstock_connects():
+    # TickStockAppV2's .env.example sets both; the app connects with host/port/db/password
+    both = {"REDIS_URL": "redis://url-host:6379/0", "REDIS_HOST": "h", "REDIS_PORT": "6390"}
+    assert config_of({}, both).redis_url == "redis://h:6390/0"
+    assert config_of(both, {}).redis_url == "redis://h:6390/0"
+    # the host in the environment, the URL in app.config: still the host
+    assert config_of({"REDIS_URL": "redis://u:1/0"}, {"REDIS_HOST": "h"}).redis_url == (
+        "redis://h:6379/0"
+    )
+    # blank values (REDIS_PASSWORD= in its .env) are unset ones
+    blank = {"REDIS_URL": "redis://u:1/0", "REDIS_HOST": " ", "REDIS_PASSWORD": ""}
+    assert config_of({}, blank).redis_url == "redis://u:1/0"
+    assert config_of({}, {"REDIS_HOST": "h", "REDIS_PORT": "", "REDIS_PASSWORD": ""}).redis_url == (
+        "redis://h:6379/0"
+    )
+
+
+def test_the_prefixed_url_wins_over_redis_host():
+    config = config_of(
+        {"TICKSTOCK_MONITOR_REDIS_URL": "redis://mine:1/0", "REDIS_HOST": "h"},
+        {"REDIS_HOST": "e", "REDIS_URL": "redis://u:1/0"},
+    )
+    assert config.redis_url == "redis://mine:1/0"
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -82,8 +82,11 @@ def test_heartbeat_carries_the_contract(redis_server, make_app, record_channels,
     assert health["uptime_seconds"] == uptime
     assert set(health["components"]) == {"redis"}
     redis_component = health["components"]["redis"]
-    assert set(redis_component) == {"status", "score", "latency_ms"}
-    assert redis_component["status"] == "healthy" and redis_component["score"] == 100
+    assert set(redis_component) == {"status", "state", "score", "details", "latency_ms"}
+    # "OK" for TickStockAppV2's subscriber (anything else is a warning there); ours in state
+    assert redis_component["status"] == "OK" and redis_component["state"] == "healthy"
+    assert redis_component["score"] == 100
+    assert redis_component["details"] == f"healthy (latency_ms={redis_component['latency_ms']})"
     assert 0 < redis_component["latency_ms"] < 500
     # the interval is kept with about ±10 % jitter (loosely: the machine may be busy)
     gap = third["timestamp"] - second["timestamp"]
@@ -152,7 +155,12 @@ def test_status_change_publishes_at_once(redis_server, make_app, record_channels
     beats = recorder.wait_count(MONITORING, 2, timeout=2)
     assert len(beats) == 2
     assert beats[1]["status"] == "degraded"
-    assert beats[1]["health"]["components"]["database"] == {"status": "degraded", "score": 50}
+    assert beats[1]["health"]["components"]["database"] == {
+        "status": "DEGRADED",
+        "state": "degraded",
+        "score": 50,
+        "details": "degraded",
+    }
     assert beats[1]["health"]["overall_score"] == 75
     # no change: no beat before the (long) interval
     time.sleep(0.3)
@@ -180,15 +188,17 @@ def test_slow_check_is_degraded_and_not_started_twice(redis_server, make_app, mo
     assert time.monotonic() - started < 1.0
     assert beat["status"] == "degraded"
     slow_component = beat["health"]["components"]["slow"]
-    assert slow_component["status"] == "degraded"
+    assert slow_component["state"] == "degraded" and slow_component["status"] == "DEGRADED"
     assert slow_component["details"].startswith("timed out after 0.1s (running for 0.1")
     assert monitor.publish_health(app=app)["status"] == "degraded"
     assert len(calls) == 1
     release.set()
     assert wait_for(lambda: monitor.publish_health(app=app)["status"] == "healthy")
     assert monitor.publish_health(app=app)["health"]["components"]["slow"] == {
-        "status": "healthy",
+        "status": "OK",
+        "state": "healthy",
         "score": 100,
+        "details": "healthy",
     }
 
 
@@ -209,16 +219,24 @@ def test_raising_and_invalid_checks_are_unhealthy(redis_server, make_app, monito
     beat = monitor.publish_health(app=app)
     components = beat["health"]["components"]
     assert components["database"] == {
-        "status": "unhealthy",
+        "status": "UNHEALTHY",
+        "state": "unhealthy",
         "score": 0,
         "details": "RuntimeError: connection refused",
     }
     assert components["queue"] == {
-        "status": "unhealthy",
+        "status": "UNHEALTHY",
+        "state": "unhealthy",
         "score": 0,
         "details": "invalid check result 'ok'",
     }
-    assert components["feed"] == {"status": "healthy", "score": 100, "lag_ms": 12}
+    assert components["feed"] == {
+        "status": "OK",
+        "state": "healthy",
+        "score": 100,
+        "lag_ms": 12,
+        "details": "healthy (lag_ms=12)",
+    }
     assert beat["status"] == "unhealthy"
     assert beat["health"]["overall_score"] == 50  # (100 redis + 0 + 0 + 100) / 4
 
@@ -231,7 +249,7 @@ def test_checks_run_in_an_app_context(redis_server, make_app, monitor):
         return "healthy" if current_app.config["TESTING"] else "unhealthy"
 
     app, _ = make_app(redis_server.url, monitor)
-    assert monitor.publish_health(app=app)["health"]["components"]["config"]["status"] == "healthy"
+    assert monitor.publish_health(app=app)["health"]["components"]["config"]["state"] == "healthy"
 
 
 def test_metric_provider_errors_are_reported_not_fatal(redis_server, make_app, monitor):
@@ -362,7 +380,7 @@ def test_health_endpoint(redis_server, make_app, monitor):
     monitor.publish_health(app=app)
     response = client.get("/health/monitor")
     assert response.status_code == 503
-    assert response.json["health"]["components"]["database"]["status"] == "unhealthy"
+    assert response.json["health"]["components"]["database"]["status"] == "unhealthy"  # ours
 
 
 def test_no_endpoint_by_default(redis_server, make_app):
@@ -375,7 +393,7 @@ def test_redis_down_is_unhealthy_and_counted(redis_server, make_app, monitor):
     redis_server.kill()
     beat = monitor.publish_health(app=app)
     assert beat["status"] == "unhealthy"
-    assert beat["health"]["components"]["redis"]["status"] == "unhealthy"
+    assert beat["health"]["components"]["redis"]["state"] == "unhealthy"
     assert beat["health"]["components"]["redis"]["details"].startswith("ConnectionError")
     monitor.flush(app=app)
     assert monitor.stats(app)["dropped"] == {"publish_failed": 1}

@@ -93,7 +93,7 @@ def test_example_app_under_eventlet(eventlet_app, redis_server, record_channels)
     beats = recorder.on(MONITORING)
     assert {b["instance"]["pid"] for b in beats} == {proc.pid}
     assert [b["seq"] for b in beats[:3]] == [1, 2, 3]
-    assert beats[-1]["health"]["components"]["redis"]["status"] == "healthy"
+    assert beats[-1]["health"]["components"]["redis"]["state"] == "healthy"
 
     # the relay: an invalidation from another process reaches the app's cache
     def cached() -> list[str]:

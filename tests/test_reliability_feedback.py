@@ -4,10 +4,15 @@ The monitor publishes ERROR log records; TickStockAppV2's ErrorSubscriber + Enha
 re-log each message received on tickstock:errors at ERROR (format in relogger.py). Each
 published error must lead to a bounded number of events, exactly:
 
-- on TickStockAppV2's own loggers (ignored by default): the loop is cut there, 1 event;
-- on a logger the monitor does not know: the re-log is recognised as an echo when it contains
-  a message published recently (8 characters or more), else published once more;
-- a re-logger that never repeats the text: only the throttle (limit per call site) bounds it.
+- on TickStockAppV2's own loggers (ignored by default): the loop is cut there, 1 event, the
+  re-log counted as dropped "echo";
+- on a logger the monitor does not know: the re-log is an echo when something proves it is
+  ours (our error_id in the record or its text, or the received message held by the code that
+  logs it), 1 event and "echo" counted; a re-log of another's message is published once, with
+  ``echo_of``, which is how the other side recognises its own echo in turn;
+- a re-logger that holds nothing of the message when it logs (hands the text to another
+  thread): nothing proves an echo, so only the throttle (limit per call site) bounds it. Text
+  alone is no proof: the same logger.error text logged again is a new error.
 """
 
 from __future__ import annotations
@@ -18,37 +23,25 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from conftest import quiet
 from relogger import LOGGER, OTHER_LOGGER, ReLogger
 
 CHANNEL = "tickstock:errors"
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def quiet(recorder, channel: str, silence: float = 0.7, timeout: float = 15.0) -> list:
-    """The messages once none arrived for ``silence`` seconds."""
-    deadline = time.monotonic() + timeout
-    count, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = len(recorder.on(channel))
-        if now != count:
-            count, since = now, time.monotonic()
-        elif time.monotonic() - since >= silence:
-            break
-        time.sleep(0.02)
-    return recorder.on(channel)
-
-
 @pytest.fixture
 def relogging(redis_server, make_app, record_channels):
     started = []
 
-    def make(logger, mangle=False, **config):
+    def make(logger, mangle=False, handoff=False, **config):
         app, monitor = make_app(redis_server.url, **config)
         recorder = record_channels(redis_server.client(), CHANNEL)
-        relogger = ReLogger(redis_server.client(), logger=logger, mangle=mangle).start()
+        relogger = ReLogger(
+            redis_server.client(), logger=logger, mangle=mangle, handoff=handoff
+        ).start()
         started.append(relogger)
         return app, monitor, recorder, relogger
 
@@ -70,7 +63,8 @@ def test_an_unhandled_raise_is_published_once(relogging, logger):
     messages = [e["message"] for e in events]
     assert messages == ["ZeroDivisionError: Failed to calculate threshold bars"]
     assert relogger.relogged == 1
-    assert monitor.stats(app)["dropped"] == {}  # cut by name or recognised: never throttled
+    # cut by name or recognised, and counted: never throttled
+    assert monitor.stats(app)["dropped"] == {"echo": 1}
 
 
 @pytest.mark.parametrize("logger", [LOGGER, OTHER_LOGGER])
@@ -89,24 +83,28 @@ def test_a_short_message_on_tickstocks_logger_is_published_once(relogging):
     assert [e["message"] for e in quiet(recorder, CHANNEL)] == ["oops"]
 
 
-def test_a_short_message_on_an_unknown_logger_settles_after_one_echo(relogging):
-    # messages under 8 characters are not remembered (they would match too much): their
-    # first re-log is published once, and that one's re-log is recognised
+def test_a_short_message_on_an_unknown_logger_is_recognised_at_once(relogging):
+    # what proves the echo is the received message in the re-logger's hands, not the text
     app, monitor, recorder, relogger = relogging(OTHER_LOGGER)
     with app.app_context():
         monitor.publish_error("oops", context={"symbol": "AAPL"})
-    events = quiet(recorder, CHANNEL)
-    assert [e["message"] for e in events] == [
-        "oops",
-        '[TickStockAppV2] [ERROR] [TickStockAppV2] oops | Context: {"symbol": "AAPL"}',
-    ]
-    assert events[1]["component"] == OTHER_LOGGER
-    assert relogger.relogged == 2
+    assert [e["message"] for e in quiet(recorder, CHANNEL)] == ["oops"]
+    assert relogger.relogged == 1
+    assert monitor.stats(app)["dropped"] == {"echo": 1}
 
 
-def test_a_mangling_relogger_is_bounded_by_the_throttle(relogging):
+def test_a_relog_that_names_our_error_id_is_an_echo(relogging):
+    app, monitor, recorder, relogger = relogging(OTHER_LOGGER, mangle=True)
+    with app.app_context():
+        monitor.publish_error("Failed to calculate threshold bars")
+    assert len(quiet(recorder, CHANNEL)) == 1
+    assert relogger.relogged == 1
+    assert monitor.stats(app)["dropped"] == {"echo": 1}
+
+
+def test_a_relogger_without_proof_is_bounded_by_the_throttle(relogging):
     app, monitor, recorder, relogger = relogging(
-        OTHER_LOGGER, mangle=True, TICKSTOCK_MONITOR_THROTTLE_LIMIT=4
+        OTHER_LOGGER, handoff=True, TICKSTOCK_MONITOR_THROTTLE_LIMIT=4
     )
     with app.app_context():
         monitor.publish_error("Failed to calculate threshold bars")
@@ -127,7 +125,7 @@ PEER = textwrap.dedent("""
     from flask_tickstock_monitor import TickStockMonitor
     from relogger import ReLogger
 
-    url, name, logger, mangle = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "mangle"
+    url, name, logger, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     app = Flask(name)
     app.config.update(
         TICKSTOCK_MONITOR_REDIS_URL=url, TICKSTOCK_MONITOR_INSTANCE_ID=name,
@@ -135,7 +133,7 @@ PEER = textwrap.dedent("""
     )
     monitor = TickStockMonitor(app)
     relogger = ReLogger(redis.Redis.from_url(url), logger=logger, skip_instance=name,
-                        mangle=mangle).start()
+                        mangle=mode == "mangle", handoff=mode == "handoff").start()
     print("ready", flush=True)
     for command in sys.stdin:
         if command.strip() == "raise":
@@ -180,13 +178,15 @@ def finish(proc: subprocess.Popen) -> dict:
     [
         # TickStockAppV2's re-log is never published: A's error is the only event
         (LOGGER, "verbatim", ["A"]),
-        # B publishes its re-log of A's error; A recognises its own message inside B's
+        # B publishes its re-log of A's error, with echo_of naming A's; A's re-log of that
+        # holds its own id: an echo
         (OTHER_LOGGER, "verbatim", ["A", "B"]),
-        # nothing to recognise: the throttle (5 per log call site per window) ends it. A's
+        (OTHER_LOGGER, "mangle", ["A", "B"]),
+        # nothing proves an echo: the throttle (5 per log call site per window) ends it. A's
         # error, then B and A alternate 5 re-logs each; B's sixth is throttled
-        (OTHER_LOGGER, "mangle", ["A"] + ["B", "A"] * 5),
+        (OTHER_LOGGER, "handoff", ["A"] + ["B", "A"] * 5),
     ],
-    ids=["tickstock-logger", "other-logger", "other-logger-mangled"],
+    ids=["tickstock-logger", "other-logger", "other-logger-mangled", "other-logger-handoff"],
 )
 def test_two_processes_relogging_each_other_converge(
     redis_server, record_channels, logger, mode, expected
@@ -202,7 +202,11 @@ def test_two_processes_relogging_each_other_converge(
     assert [e["instance_id"] for e in events] == expected
     assert events[0]["message"] == "ValueError: Failed to calculate threshold bars"
     assert stats["A"]["published"] + stats["B"]["published"] == len(events)
-    assert stats["A"]["dropped"] == {}
-    assert stats["B"]["dropped"] == ({"throttled": 1} if mode == "mangle" else {})
-    if mode == "verbatim":
-        assert (stats["A"]["relogged"], stats["B"]["relogged"]) == (len(events) - 1, 1)
+    if logger == LOGGER:  # cut by name at B
+        assert (stats["A"]["dropped"], stats["B"]["dropped"]) == ({}, {"echo": 1})
+    elif mode == "handoff":
+        assert (stats["A"]["dropped"], stats["B"]["dropped"]) == ({}, {"throttled": 1})
+    else:  # B's event names A's (echo_of): proof at A
+        assert events[1]["echo_of"] == events[0]["error_id"]
+        assert (stats["A"]["dropped"], stats["B"]["dropped"]) == ({"echo": 1}, {})
+        assert (stats["A"]["relogged"], stats["B"]["relogged"]) == (1, 1)

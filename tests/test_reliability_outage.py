@@ -178,7 +178,7 @@ def test_redis_paused_is_detected_within_two_intervals(
             during += timed_requests(client, "/fail", 5)
             if "subscriber" not in detected and not subscriber.stats()["connected"]:
                 detected["subscriber"] = time.monotonic() - paused_at
-            redis = health.latest["health"]["components"]["redis"]["status"]
+            redis = health.latest["health"]["components"]["redis"]["state"]
             if "app" not in detected and redis == "unhealthy":
                 detected["app"] = time.monotonic() - paused_at
             time.sleep(0.02)
