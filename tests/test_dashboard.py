@@ -364,3 +364,28 @@ def test_a_skewed_error_is_marked_not_pinned_on_top(dashboard_app, redis_server,
         assert "stamped 5138-11-16" in plain(items.nth(1).inner_text())
     finally:
         page.close()
+
+
+def test_health_components_show_their_lowercase_state(dashboard_app, redis_server, browser):
+    # Beats carry TickStockAppV2's "OK"/"DEGRADED" in a component's status and our state beside
+    # it; the page shows the state (and, for an older beat, the lowercase status it has).
+    app, _monitor, url = dashboard_app()
+    beat = heartbeat("worker-8")
+    beat["health"] = {
+        "status": "degraded",
+        "components": {
+            "database": {"status": "DEGRADED", "state": "degraded", "details": "pool 9/10"},
+            "cache": {"status": "healthy"},
+        },
+    }
+    publish(redis_server.client(), beat, "tickstock:monitoring")
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/monitor/")
+        row = page.locator('[data-key="worker-8"]')
+        row.wait_for(timeout=5000)
+        text = plain(row.inner_text())
+        assert "database: degraded (pool 9/10)" in text and "cache: healthy" in text
+        assert "DEGRADED" not in text
+    finally:
+        page.close()

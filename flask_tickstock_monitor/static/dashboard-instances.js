@@ -60,9 +60,15 @@ function createRow(onToggle) {
   return row;
 }
 
+// A component's lowercase state: ``state`` since the beats carry TickStockAppV2's "OK" /
+// "DEGRADED" / "UNHEALTHY" in ``status``; older beats have only ``status``.
+function componentState(c) {
+  return c?.state ?? c?.status ?? "?";
+}
+
 function componentsText(components) {
   return Object.entries(components || {}).slice(0, 12).map(([name, c]) =>
-    `${isolate(name, 40)}: ${isolate(c?.status ?? "?", 20)}` +
+    `${isolate(name, 40)}: ${isolate(componentState(c), 20)}` +
     (c?.details ? ` (${isolate(c.details, 60)})` : "")).join(" · ");
 }
 
@@ -111,8 +117,8 @@ function updateDetail(row, item, ctx) {
   for (const [name, c] of Object.entries(item.inst.components || {}).slice(0, 32)) {
     const li = el("li");
     li.append(el("bdi", cut(visible(name), 80)), " ",
-              el("span", c?.status ?? "?", `pill ${visible(c?.status ?? "")}`));
-    const rest = Object.entries(c || {}).filter(([k]) => k !== "status");
+              el("span", componentState(c), `pill ${visible(componentState(c))}`));
+    const rest = Object.entries(c || {}).filter(([k]) => k !== "state");
     for (const [k, v] of rest.slice(0, 12)) {
       const text = typeof v === "string" ? v : JSON.stringify(v);
       li.append(" ", elIsolated("span", `${isolate(k, 40)}: ${isolate(text, 300)}`, "component-detail"));
