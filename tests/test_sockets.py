@@ -15,6 +15,7 @@ import pytest
 import redis.client
 from redis.connection import AbstractConnection
 
+from flask_tickstock_monitor import events
 from flask_tickstock_monitor.transport import clients
 
 
@@ -99,13 +100,14 @@ def test_a_client_forgotten_in_a_cycle_is_disconnected_before_any_finalizer(
 
 def test_nothing_connects_after_shutdown(redis_server: Any, make_app: Any) -> None:
     app, monitor = make_app(redis_server.url)
-    assert monitor.publish_health(app=app)["health"]["components"]["redis"]["status"] == "healthy"
+    redis = monitor.publish_health(app=app)["health"]["components"]["redis"]
+    assert events.component_state(redis) == "healthy"
     assert connected_to(redis_server.port) != []
     monitor.shutdown(app=app)
     assert connected_to(redis_server.port) == []
     # a beat or a health check still running after the shutdown gets no new client (one that
     # nobody would close): its Redis check fails instead
     late = monitor.publish_health(app=app)["health"]["components"]["redis"]
-    assert late["status"] == "unhealthy"
+    assert events.component_state(late) == "unhealthy"
     assert "shut down" in late["details"]
     assert connected_to(redis_server.port) == []
