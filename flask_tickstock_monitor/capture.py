@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, got_request_exception
 
-from . import categories, events, requestlog, signalcapture
+from . import categories, events, fingerprint, requestlog, signalcapture
 from ._compat import CLOSES_REQUEST, current_request
 from ._util import Throttle
+from .chains import ChainMemo
 from .echo import RecentIds
 from .finish import OTEL, Finisher, trace_ids
 from .flaskhooks import (
@@ -35,7 +36,7 @@ from .flaskhooks import (
     wrap_error_handlers,
 )
 from .logcapture import MonitorLogHandler
-from .tracebacks import ExceptionData, extract_exception, format_traceback
+from .tracebacks import ExceptionData, extract_exception
 from .transport import Outgoing
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class ErrorCapture:
         #: so that they do not depend on Redis. A sink must not block.
         self.sinks: list[Callable[[Outgoing], None]] = []
         self.finisher = Finisher(state)
+        self.chains = ChainMemo(config.max_traceback_chars)
         self.ignore = exception_filter(config.ignore_exceptions)
         # Bound once: ``self._build`` would make a new method object (one more object for the
         # garbage collector to track while the item waits in the queue) for every event.
@@ -243,9 +245,11 @@ class ErrorCapture:
     ) -> dict[str, Any]:
         state = self.state
         config = state.config
-        error_type = exc_data[-1][0].__name__ if exc_data else None
+        if exc_data:  # what the chain gives, made once per chain (see chains.py)
+            error_type, described, traceback, default, type_category = self.chains.facts(exc_data)
+        else:
+            error_type = described = traceback = default = type_category = None
         if message is None:
-            described = f"{error_type}: {exc_data[-1][1]}" if exc_data else None
             if http is not None:
                 message = f"HTTP {http[0]} from {http[1]}" + (f": {described}" if described else "")
             else:
@@ -264,22 +268,20 @@ class ErrorCapture:
             timestamp,
             error_id,
             error_type,
-            format_traceback(exc_data, config.max_traceback_chars)
-            if exc_data and exc_data[-1][2]
-            else None,
+            traceback,
             state.scrubber.scrub(context),
         )
         event["origin"] = origin
         event["instance_id"] = state.instance_id
         if suppressed:
             event["suppressed"] = suppressed
-        event["category"] = category or categories.derive(
-            [info[0] for info in reversed(exc_data)] if exc_data else (), component
-        )
+        event["category"] = category or type_category or categories.derive((), component)
         # What we publish, remembered before it is sent so that its echo (a re-log of the
         # received message) can never beat it back: see echo.py.
         self.recent_ids.add(error_id)
-        return self.finisher.finish(event, exc_data, extra)
+        if default is None:
+            default = fingerprint.message_fingerprint(event["component"], event["message"])
+        return self.finisher.finish(event, default, extra)
 
     # Flask ------------------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from .transport import Dropped
 
 if TYPE_CHECKING:
     from .state import MonitorState
-    from .tracebacks import ExceptionData
 
 log = logging.getLogger("flask_tickstock_monitor.errors")
 
@@ -42,15 +41,11 @@ class Finisher:
     def finish(
         self,
         event: dict[str, Any],
-        exc_data: ExceptionData | None,
+        default: str,
         extra: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
-        """``event`` with its fingerprint and the rest; raises :class:`Dropped` when the app's
-        ``before_send`` drops it."""
-        if exc_data:
-            default = fingerprint.exception_fingerprint(exc_data)
-        else:
-            default = fingerprint.message_fingerprint(event["component"], event["message"])
+        """``event`` with its fingerprint (``default``, unless the caller chose its parts) and
+        the rest; raises :class:`Dropped` when the app's ``before_send`` drops it."""
         parts = extra.get("fingerprint") if extra else None
         event["fingerprint"] = fingerprint.custom_fingerprint(parts, default) if parts else default
         if self.release is not None:

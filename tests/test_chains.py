@@ -1,0 +1,90 @@
+"""The chain memo: an event's parts that depend only on its exception chain, made once per
+chain and never mixed up between chains that differ in a type, a message, a place or a cause."""
+
+from __future__ import annotations
+
+from flask_tickstock_monitor import categories, fingerprint, tracebacks
+from flask_tickstock_monitor.chains import ChainMemo, make_facts
+
+
+def parse(raw):
+    return int(raw)
+
+
+def load(raw):
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise KeyError("bad feed") from exc
+
+
+def divide(n):
+    return 1 / n
+
+
+def caught(func, *args):
+    try:
+        func(*args)
+    except Exception as exc:
+        return tracebacks.extract_exception(exc)
+    raise AssertionError("did not raise")
+
+
+def test_facts_are_those_made_from_scratch():
+    memo = ChainMemo(32_768)
+    data = caught(load, "x")
+    facts = memo.facts(data)
+    assert facts == make_facts(data, 32_768)
+    assert facts.error_type == "KeyError"
+    assert facts.described == "KeyError: 'bad feed'"
+    assert facts.traceback == tracebacks.format_traceback(data, 32_768)
+    assert "direct cause" in facts.traceback and "ValueError" in facts.traceback
+    assert facts.fingerprint == fingerprint.exception_fingerprint(data)
+    # the newest type that says a category: KeyError says none, its cause ValueError does
+    assert facts.category == categories.derive([KeyError, ValueError], None) == "validation"
+
+
+def test_the_same_chain_again_is_one_entry_and_the_same_facts():
+    memo = ChainMemo(32_768)
+    first = memo.facts(caught(load, "x"))
+    again = memo.facts(caught(load, "x"))  # new objects, same types, places, messages
+    assert again is first and len(memo) == 1
+
+
+def test_chains_that_differ_anywhere_get_their_own_facts():
+    memo = ChainMemo(32_768)
+    base = caught(load, "x")
+    other_message = caught(load, "y")  # ValueError's message differs, deep in the chain
+    other_place = caught(divide, 0)
+    never_raised = ((ZeroDivisionError, "made", (), ""),)
+    seen = [memo.facts(data) for data in (base, other_message, other_place, never_raised)]
+    assert len(memo) == 4
+    assert seen[0].traceback != seen[1].traceback and "'y'" in seen[1].traceback
+    assert seen[2].error_type == "ZeroDivisionError" and "divide" in seen[2].traceback
+    assert seen[3].traceback is None and seen[3].described == "ZeroDivisionError: made"
+    for data, facts in zip((base, other_message, other_place, never_raised), seen):
+        assert facts == make_facts(data, 32_768)
+
+
+def test_the_same_function_at_another_line_is_another_chain():
+    def twice(flag):
+        if flag:
+            raise RuntimeError("same")
+        raise RuntimeError("same")
+
+    memo = ChainMemo(32_768)
+    one, two = memo.facts(caught(twice, True)), memo.facts(caught(twice, False))
+    assert one.traceback != two.traceback and len(memo) == 2
+
+
+def test_the_traceback_limit_is_the_apps():
+    data = caught(load, "x")
+    facts = ChainMemo(256).facts(data)
+    assert len(facts.traceback) == 256 and facts.traceback.startswith(tracebacks.TRUNCATED)
+
+
+def test_the_memo_is_bounded():
+    memo = ChainMemo(32_768, size=3)
+    for n in range(10):
+        memo.facts(((ValueError, f"message {n}", (), ""),))
+        assert len(memo) <= 3
