@@ -4,6 +4,7 @@ wake-up call, time slices for a monitoring thread's work, and the mark of a moni
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import random
@@ -11,17 +12,23 @@ import threading
 import time
 from typing import Any
 
-_local = threading.local()
+#: Set in the context of each of the monitor's threads. A context variable, not a
+#: ``threading.local``: every thread (and, under eventlet or gevent, every green thread) starts
+#: with a context of its own, and reading one is a C call, where eventlet's patched
+#: ``threading.local`` runs Python code on every error log record that asks.
+_monitoring: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tickstock_monitoring_thread", default=False
+)
 
 
 def mark_monitoring_thread() -> None:
     """Call first thing on a thread of the monitor's own: what it logs is never published."""
-    _local.monitoring = True
+    _monitoring.set(True)
 
 
 def on_monitoring_thread() -> bool:
     """True on the monitor's own threads (publisher, subscription, applier, writer)."""
-    return getattr(_local, "monitoring", False)
+    return _monitoring.get()
 
 
 def thread_report(thread: threading.Thread | None, loop_at: float, stall_after: float) -> dict:

@@ -21,8 +21,6 @@ import logging
 import os
 import re
 import sys
-import threading
-from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -65,29 +63,34 @@ def handling_ours(recent: RecentIds) -> bool:
 
 
 class RecentIds:
-    """The ids of the error events this process built lately: added on the building thread,
-    asked on any (a set for the asking, a deque for the order they leave in)."""
+    """The ids of the error events this process built lately (at least the last ``size``, at
+    most twice that): added on the building threads, asked on any.
+
+    Two generations of sets, no lock: an add is one set operation, and when the newer
+    generation is full it becomes the older one and the oldest is let go. Under eventlet a
+    lock here is Python code on every event. Two building threads (the publisher's and the
+    error log writer's) turning the generations over at the same moment may let one set go
+    early: at worst an id of the last ``size`` is forgotten, so one echo of it would be
+    published, whose own echo is then known (its id was just added).
+    """
 
     def __init__(self, size: int = 1_024):
-        self._order: deque[str] = deque()
-        self._ids: set[str] = set()
+        self._newer: set[str] = set()
+        self._older: set[str] = set()
         self._size = size
-        self._lock = threading.Lock()
 
     def add(self, error_id: str) -> None:
-        with self._lock:
-            if error_id in self._ids:
-                return
-            if len(self._order) >= self._size:
-                self._ids.discard(self._order.popleft())
-            self._order.append(error_id)
-            self._ids.add(error_id)
+        newer = self._newer
+        newer.add(error_id)
+        if len(newer) >= self._size:
+            self._older = newer
+            self._newer = set()
 
     def __contains__(self, error_id: object) -> bool:
-        return error_id in self._ids
+        return error_id in self._newer or error_id in self._older
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._newer | self._older)
 
 
 class Proof:

@@ -107,6 +107,18 @@ class MonitorLogHandler(logging.Handler):
     def _count(self, reason: str) -> None:
         self.capture.state.publisher.count_drop(reason)
 
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """:meth:`emit` without the handler's lock: it only queues, which is safe on any
+        thread, and under eventlet that lock is a Python-level RLock taken for every record."""
+        if self.filters:
+            kept = self.filter(record)
+            if not kept:
+                return False
+            if isinstance(kept, logging.LogRecord):  # 3.12: a filter may return a new record
+                record = kept
+        self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if not self._owns():
@@ -123,7 +135,20 @@ class MonitorLogHandler(logging.Handler):
             req = current_request()
             if req is not None:
                 exc = record.exc_info[1] if record.exc_info else None
-                placed = requestlog.place(req.__dict__, record, exc)
+                flags = req.__dict__
+                if (
+                    exc is not None
+                    and requestlog.REQ_PENDING not in flags
+                    and requestlog.REQ_HANDLING not in flags
+                    and not getattr(exc, CAPTURED, False)
+                    and is_unhandled(exc)
+                ):
+                    # Flask's "Exception on /path", logged before the 500 reaches our hook:
+                    # the event the hook would have made (what place() and publish() come to
+                    # for it, without their steps: this is every unhandled error's record).
+                    self.capture.capture_unhandled(exc, req)
+                    return
+                placed = requestlog.place(flags, record, exc)
                 if placed:
                     if placed == requestlog.LATE:
                         self._count("merged")

@@ -62,7 +62,7 @@ def test_chains_that_differ_anywhere_get_their_own_facts():
     assert seen[0].traceback != seen[1].traceback and "'y'" in seen[1].traceback
     assert seen[2].error_type == "ZeroDivisionError" and "divide" in seen[2].traceback
     assert seen[3].traceback is None and seen[3].described == "ZeroDivisionError: made"
-    for data, facts in zip((base, other_message, other_place, never_raised), seen):
+    for data, facts in zip((base, other_message, other_place, never_raised), seen, strict=True):
         assert facts == make_facts(data, 32_768)
 
 
