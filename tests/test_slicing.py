@@ -80,7 +80,7 @@ def publisher_with_log(monkeypatch, log: list[Any], sent: list[Any]) -> Publishe
 
     publisher.compact("error", "tickstock:errors", build)
     monkeypatch.setattr(
-        publisher_module, "publish_batch", lambda client, messages, stores=(): sent.extend(messages)
+        publisher_module, "publish_batch", lambda client, messages, *_: sent.extend(messages)
     )
     return publisher
 
@@ -168,7 +168,7 @@ EVENTLET_BATCH = textwrap.dedent("""
         return {"i": i}
 
     sent = []
-    publisher_module.publish_batch = lambda client, messages, stores=(): sent.extend(messages)
+    publisher_module.publish_batch = lambda client, messages, *_: sent.extend(messages)
     publisher = Publisher(lambda: object(), batch_size=512)
     publisher.compact("error", "tickstock:errors", build)
     eventlet.spawn(ticker)

@@ -18,7 +18,7 @@ from .._util import CircuitBreaker, Slicer, Wakeup, mark_monitoring_thread, thre
 from ..events import dumps
 from .clients import ping
 from .outgoing import Dropped, Outgoing
-from .wire import Message, Stored, publish_batch
+from .wire import HeldConnection, Message, Stored, publish_batch
 
 log = logging.getLogger("flask_tickstock_monitor.transport")
 
@@ -92,6 +92,8 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self.loop_at = time.monotonic()
         self._client: Any = None
+        # a forked child drops its parent's connection without giving it back: the parent's
+        self._held = HeldConnection()
         self._start_lock = threading.Lock()
 
     def compact(self, kind: str, channel: str, build: Callable[..., dict[str, Any]]) -> None:
@@ -175,6 +177,8 @@ class Publisher:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
+        if thread is None or not thread.is_alive():
+            self._held.release()
         left = len(self._queue)
         if left:
             self._queue.clear()
@@ -300,7 +304,7 @@ class Publisher:
                 return
             started = time.perf_counter()
             try:
-                publish_batch(self.client, messages, stores)
+                publish_batch(self.client, messages, stores, self._held)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 delay = self.breaker.failed()
