@@ -21,12 +21,13 @@ PARTS = {
     "relay": "relay_latency",
     "storm": "storm",
     "instructions": "instructions",
+    "realpath": "realpath",
     "metrics": "metrics_scrape",
     "dashboard": "dashboard_view",
     "realserver": "realserver",
 }
 #: run only when asked for (``--only``): minutes under valgrind; 200 instances scraped or viewed
-OPT_IN = {"instructions", "metrics", "dashboard"}
+OPT_IN = {"instructions", "realpath", "metrics", "dashboard"}
 
 
 def load(part: str) -> Any:

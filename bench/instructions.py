@@ -60,7 +60,7 @@ def _errors(count: int, drain: bool) -> None:
     publisher = monitor.state(app).publisher
     # The batch is packed as for Redis and not written: a socket's cost is the kernel's, and
     # the replies' timing would make the count vary.
-    publisher_module.publish_batch = lambda client, messages, stores=(): wire._pack_publishes(  # type: ignore[assignment]
+    publisher_module.publish_batch = lambda client, messages, *_: wire._pack_publishes(  # type: ignore[assignment]
         b"PUBLISH", messages
     )
     publisher._thread = _NoThread()  # type: ignore[assignment]  # this thread drains, in turn
