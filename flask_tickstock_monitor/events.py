@@ -99,9 +99,11 @@ def id_number() -> int:
 
 def id_text(number: int) -> str:
     """The UUID string of an :func:`id_number`."""
-    salt = number & ~_COUNTER_BITS
-    prefix = _id_prefix if salt == _id_salt else _uuid_text(salt)[:24]  # else: made before a fork
-    return prefix + "%012x" % (number & _COUNTER_BITS)
+    counter = number - _id_salt  # one subtraction: masking a 128-bit number costs three
+    if 0 <= counter <= _COUNTER_BITS:
+        return _id_prefix + f"{counter:012x}"
+    salt = number & ~_COUNTER_BITS  # made before a fork: the parent's salt
+    return _uuid_text(salt)[:24] + "%012x" % (number & _COUNTER_BITS)
 
 
 def check_severity(severity: object) -> None:

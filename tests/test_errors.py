@@ -717,6 +717,18 @@ def test_ids_made_later_are_unique_version_4_uuids_and_stable():
     assert [events.id_text(n) for n in numbers[:100]] == texts[:100]  # built twice: one id
 
 
+def test_an_id_taken_before_a_fork_keeps_its_text(monkeypatch):
+    from flask_tickstock_monitor import events
+
+    number = events.id_number()
+    text = events.id_text(number)
+    for name in ("_id_salt", "_id_prefix", "_id_numbers"):  # put back after the test
+        monkeypatch.setattr(events, name, getattr(events, name))
+    events._new_id_salt()  # what a forked child does
+    assert events.id_text(number) == text  # formatted in the child: the parent's id still
+    assert events.id_text(events.id_number())[:24] != text[:24]
+
+
 def test_ids_of_two_processes_share_no_part_by_their_order():
     # The per-process salt makes them unique; the counter's random start makes the first ids
     # of two processes differ in their last 12 digits too, not only in their first 24.
