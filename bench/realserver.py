@@ -301,8 +301,21 @@ def run() -> dict[str, Any]:
 def _ratio(variant: dict[str, Any], bare: dict[str, Any]) -> str:
     return (
         f"{variant['rps'] / bare['rps']:.3f}x / {variant['p99'] / bare['p99']:.2f}x"
-        f" (CPU a request {variant['cpu_us'] / bare['cpu_us']:.3f}x)"
+        f" (CPU a request {variant['cpu_us'] / bare['cpu_us']:.3f}x;"
+        f" paired {_paired(variant, bare)})"
     )
+
+
+def _paired(variant: dict[str, Any], bare: dict[str, Any]) -> str:
+    """The median over rounds of each round's ratio: a round's two runs are seconds apart,
+    where this VM's speed drifts by a third over a minute (a bare server's CPU time a request
+    ranged 837-1,285 us over one run's rounds), so a ratio within a round strays less than
+    the ratio of two medians taken over the whole run."""
+    pairs = list(zip(variant["runs"], bare["runs"], strict=True))
+    rps = median([v["rps"] / b["rps"] for v, b in pairs])
+    p99 = median([v["p99"] / b["p99"] for v, b in pairs])
+    cpu = median([v["cpu_us"] / b["cpu_us"] for v, b in pairs])
+    return f"{rps:.3f}x / {p99:.2f}x, CPU {cpu:.3f}x"
 
 
 def _figures(figures: dict[str, Any]) -> str:
