@@ -159,6 +159,11 @@ class ErrorCapture:
             if not allowed:
                 state.publisher.count_drop("throttled")
                 return None
+        if not self.sinks and state.publisher.full:
+            # Redis is down or slow and the queue is full: the event would be dropped at the
+            # queue, so it is dropped here, before the capture's work (counted the same).
+            state.publisher.count_drop("queue_full")
+            return None
         # a hook never reads the id: take a number now, make its text on the publisher thread
         error_id: str | int = events.new_id() if want_id else events.id_number()
         if req is not None:

@@ -90,3 +90,40 @@ def test_an_unhandled_error_is_one_event_with_its_request(make_app):
     event = queued[0].resolve()
     assert event["origin"] == "unhandled" and event["error_type"] == "ZeroDivisionError"
     assert event["context"]["endpoint"] == "boom" and event["context"]["path"] == "/boom"
+
+
+def test_a_full_queue_drops_a_requests_error_before_the_capture_once(make_app, monkeypatch):
+    from flask_tickstock_monitor import capture
+
+    extracted = []
+    monkeypatch.setattr(capture, "extract_exception", extracted.append)
+    app, monitor = make_app(
+        "redis://127.0.0.1:9/0", TICKSTOCK_MONITOR_THROTTLE_LIMIT=0, TICKSTOCK_MONITOR_QUEUE_SIZE=2
+    )
+
+    @app.route("/boom")
+    def boom():
+        raise ZeroDivisionError("boom")
+
+    publisher = monitor.state(app).publisher
+    publisher._queue.extend([("held",), ("held",)])  # full, and nobody takes from it
+    publisher._thread = _Idle()
+    try:
+        client = app.test_client()
+        for _ in range(3):
+            assert client.get("/boom").status_code == 500
+        # one drop a request, though the log handler, the hook and the request's end all saw it
+        assert publisher.dropped == {"queue_full": 3}
+        assert len(publisher._queue) == 2
+        assert extracted == []  # no traceback copied for an event that cannot be queued
+    finally:
+        publisher._queue.clear()
+        publisher._thread = None
+
+
+class _Idle:
+    def is_alive(self) -> bool:
+        return True
+
+    def join(self, timeout=None) -> None:
+        pass

@@ -132,6 +132,11 @@ class Publisher:
                 log.debug("event_dropped receiver failed", exc_info=True)
 
     @property
+    def full(self) -> bool:
+        """The next item would be dropped (``queue_full``)."""
+        return len(self._queue) >= self.queue_size
+
+    @property
     def queued(self) -> int:
         return len(self._queue) + self._in_flight
 
