@@ -146,13 +146,18 @@ def for_name(name: str | None) -> str | None:
     return category
 
 
-def derive(types: Iterable[type], name: str | None) -> str:
-    """The category of an error: the exception types (newest first), then ``name``."""
+def for_types(types: Iterable[type]) -> str | None:
+    """The category the first of ``types`` that says one says (newest first), or ``None``."""
     for kind in types:
         category = for_type(kind)
         if category is not None:
             return category
-    return for_name(name) or FALLBACK
+    return None
+
+
+def derive(types: Iterable[type], name: str | None) -> str:
+    """The category of an error: the exception types (newest first), then ``name``."""
+    return for_types(types) or for_name(name) or FALLBACK
 
 
 def check(category: object) -> str | None:

@@ -67,12 +67,5 @@ def make_facts(exc_data: ExceptionData, traceback_limit: int) -> ChainFacts:
         f"{error_type}: {message}",
         format_traceback(exc_data, traceback_limit) if frames else None,
         fingerprint.exception_fingerprint(exc_data),
-        next(
-            (
-                found
-                for found in map(categories.for_type, [info[0] for info in reversed(exc_data)])
-                if found is not None
-            ),
-            None,
-        ),
+        categories.for_types([info[0] for info in reversed(exc_data)]),
     )
