@@ -18,6 +18,8 @@ _CHECKED_AT = "_tickstock_master_checked_at"  # set on sentinel pools: last ask 
 #: A held connection idle this long goes back to its pool, and the next batch takes one the
 #: pool has checked (a Redis restarted meanwhile has closed it).
 HOLD_IDLE_SECONDS = 1.0
+#: What a connection closed at the far end raises on its next use.
+_CLOSED = (ConnectionResetError, BrokenPipeError, redis.ConnectionError)
 
 
 class HeldConnection:
@@ -163,21 +165,17 @@ def send_packed(
     while True:
         before = held.conn if held.pool is pool else None
         conn = held.take(pool)
-        kept = conn is not None and conn is before  # reused: not checked by the pool this time
         try:
             _exchange(conn, commands, replies)
-        except (ConnectionResetError, BrokenPipeError, redis.ConnectionError):
+        except BaseException as exc:
             conn.disconnect()
             held.release()
-            if kept:
-                # Closed while held (a Redis restarted between two batches: reset, or at its
-                # end), so what was written reached no server. Once more, on a connection the
-                # pool checks. Not after a timeout: a paused server may yet read it.
+            if conn is before and isinstance(exc, _CLOSED):
+                # Closed while held, not checked by the pool this time (a Redis restarted
+                # between two batches: reset, or at its end), so what was written reached no
+                # server. Once more, on a connection the pool checks. Not after a timeout: a
+                # paused server may yet read it.
                 continue
-            raise
-        except BaseException:
-            conn.disconnect()
-            held.release()
             raise
         held.used_at = time.monotonic()
         return
