@@ -50,3 +50,23 @@ def scale_arguments(doc: str | None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--count", type=int, default=200)
     return parser.parse_args()
+
+
+class NoThread:
+    """Stands for a monitor thread that is never started, so that the benchmark's own thread
+    does that thread's work when it chooses (``publisher._thread = NoThread()``)."""
+
+    def is_alive(self) -> bool:
+        return True
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+def callgrind_total(path: str) -> int:
+    """The instructions callgrind counted in the output file ``path`` (its ``summary:``)."""
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no summary in callgrind's output {path}")

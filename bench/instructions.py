@@ -31,6 +31,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .common import NoThread, callgrind_total, redis_server
+
 CHUNK = 1024
 EVENTS = 22 * CHUNK  # events in the larger run of the error plane's figures (the other: none)
 REQUESTS = (100, 1_100)  # erroring requests in the two runs of the request figures
@@ -63,7 +65,7 @@ def _errors(count: int, drain: bool) -> None:
     publisher_module.publish_batch = lambda client, messages, *_: wire._pack_publishes(  # type: ignore[assignment]
         b"PUBLISH", messages
     )
-    publisher._thread = _NoThread()  # type: ignore[assignment]  # this thread drains, in turn
+    publisher._thread = NoThread()  # type: ignore[assignment]  # this thread drains, in turn
     # Under valgrind the clock runs ~50x slow: the slicer would yield every few events where it
     # yields once in ~50 at full speed. Its clock reads are counted, its yields are not.
     publisher.slicer.budget = float("inf")
@@ -79,14 +81,6 @@ def _errors(count: int, drain: bool) -> None:
                 publisher._queue.clear()
     publisher._queue.clear()
     publisher._thread = None
-
-
-class _NoThread:
-    def is_alive(self) -> bool:
-        return True
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
 
 
 def _floor(count: int, drain: bool) -> None:
@@ -110,7 +104,6 @@ def _floor(count: int, drain: bool) -> None:
 
 def _request(variant: str, count: int) -> None:
     from . import errors
-    from .common import redis_server
 
     with redis_server() as server:
         app, monitor = errors.erroring_app(variant, server.url)
@@ -161,12 +154,7 @@ def count(scenario: str, n: int) -> int:
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )
-        main_thread = sorted(glob.glob(out + "-*"))[0]
-        with open(main_thread) as fh:
-            for line in fh:
-                if line.startswith("summary:"):
-                    return int(line.split()[1])
-    raise RuntimeError(f"no summary in callgrind's output for {scenario} {n}")
+        return callgrind_total(sorted(glob.glob(out + "-*"))[0])  # the main thread's file
 
 
 def run() -> dict[str, Any]:

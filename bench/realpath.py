@@ -28,6 +28,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .common import NoThread, callgrind_total, redis_server
+
 FEW, MANY = 100, 500
 BATCH = 16  # ~ what the publisher sends at a time at 900 errors/s with its 20 ms linger
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,17 +60,9 @@ def _app(monitored: bool, redis_url: str) -> tuple[Any, Any]:
         TICKSTOCK_MONITOR_RELAY_ENABLED=False,
     )
     publisher = TickStockMonitor(app).state(app).publisher
-    publisher._thread = _NoThread()  # this thread does the publisher's work, when asked to
+    publisher._thread = NoThread()  # this thread does the publisher's work, when asked to
     publisher.slicer.budget = float("inf")
     return app, publisher
-
-
-class _NoThread:
-    def is_alive(self) -> bool:
-        return True
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
 
 
 def _call(app: Any, environ: dict[str, Any]) -> None:
@@ -122,18 +116,12 @@ def count(what: str, n: int, eventlet: bool, redis_url: str) -> int:
             cwd=ROOT,
             env={**os.environ, "PYTHONHASHSEED": "0", "REALPATH_REDIS_URL": redis_url},
         )
-        with open(out) as fh:
-            for line in fh:
-                if line.startswith("summary:"):
-                    return int(line.split()[1])
-    raise RuntimeError(f"no summary in callgrind's output for {what} {n}")
+        return callgrind_total(out)
 
 
 def run() -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         return {"skipped": "valgrind is not installed (Debian package valgrind)"}
-    from .common import redis_server
-
     whats = ("request-bare", "request-monitored", "publisher")
     jobs = [(w, n, ev) for ev in (False, True) for w in whats for n in (FEW, MANY)]
     with redis_server() as server, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
