@@ -8,8 +8,9 @@ exception's type plus the app's own frames, named by module and qualified functi
 message without a traceback, the logger and the message with its variable parts (numbers,
 ids, quoted values, paths…) replaced by placeholders.
 
-:func:`exception_fingerprint` runs on the publisher thread for every event: what can be known
-of a code object (is it the app's, what is its name) is worked out once per code object.
+:func:`exception_fingerprint` runs on the publisher thread once per exception chain (see
+chains.py): what can be known of a code object (is it the app's, what is its name) is worked
+out once per code object.
 """
 
 from __future__ import annotations
@@ -179,37 +180,15 @@ def _type_name(kind: type) -> str:
     return name
 
 
-#: Fingerprints of the chains seen, by the ids of their types and code objects. Each entry
-#: holds those objects, so no id in its key can be another object's while it is there; errors
-#: recur at the same places, so most events cost one lookup (1 µs for 20 frames, not 4).
-_chains: dict[tuple[int, ...], tuple[Any, str]] = {}
-MAX_CHAINS = 4096
-
-
 def exception_fingerprint(exc_data: ExceptionData) -> str:
     """The fingerprint of an exception chain (see :func:`.tracebacks.extract_exception`).
 
     Per exception, oldest first: its qualified type and the module:function of each of the
     app's frames (a run of the same frame, as in recursion, once). When an exception has no
     frame of the app's, its innermost :data:`FALLBACK_FRAMES` frames stand in; when it has no
-    frame at all (made, never raised), its normalised message does.
+    frame at all (made, never raised), its normalised message does. Made once per chain: the
+    publisher asks the chain memo (chains.py), which asks here when it meets a new chain.
     """
-    key: tuple[int, ...] = ()
-    for kind, _message, frames, _note in exc_data:
-        if not frames:  # the message is part of it: not a key of ids
-            return _chain_fingerprint(exc_data)
-        key += (id(kind), *map(id, frames[::2]))
-    known = _chains.get(key)
-    if known is not None:
-        return known[1]
-    fingerprint = _chain_fingerprint(exc_data)
-    if len(_chains) >= MAX_CHAINS:
-        _chains.clear()
-    _chains[key] = (tuple((kind, frames[::2]) for kind, _, frames, _ in exc_data), fingerprint)
-    return fingerprint
-
-
-def _chain_fingerprint(exc_data: ExceptionData) -> str:
     label = _frames.label
     parts = ["exc"]
     for kind, message, frames, _note in exc_data:

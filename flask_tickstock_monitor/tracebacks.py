@@ -85,19 +85,39 @@ def format_traceback(exc: BaseException | ExceptionData, limit: int) -> str:
     parsing source code, which costs ~300 us an exception on 3.11: more than the request.
     """
     data = extract_exception(exc) if isinstance(exc, BaseException) else exc
+    return join_traceback(traceback_pieces(data), data, limit)
+
+
+#: Per exception of a chain, what its traceback text says but for the message: the header and
+#: frames before the exception's line, its type's name, the note that follows it.
+Pieces = tuple[tuple[str, str, str], ...]
+
+
+def traceback_pieces(data: ExceptionData) -> Pieces:
+    """The parts of ``data``'s traceback text that its messages do not change."""
+    pieces = []
+    for kind, _message, frames, note in data:
+        head = "Traceback (most recent call last):\n" if frames else ""
+        head += "".join(map(_frame_text, frames[::2], frames[1::2]))
+        pieces.append((head, _type_name(kind), note))
+    return tuple(pieces)
+
+
+def join_traceback(pieces: Pieces, data: ExceptionData, limit: int) -> str:
+    """The traceback text of ``data`` from its :func:`traceback_pieces` and its messages."""
     parts: list[str] = []
-    for kind, message, frames, note in data:
-        if frames:
-            parts.append("Traceback (most recent call last):\n")
-        parts.extend(map(_frame_text, frames[::2], frames[1::2]))
-        type_name = _type_name(kind)
-        parts.append(f"{type_name}: {message}\n" if message else f"{type_name}\n")
+    for (head, type_name, note), info in zip(pieces, data, strict=True):
+        message = info[1]
+        parts.append(f"{head}{type_name}: {message}\n" if message else f"{head}{type_name}\n")
         if note:
             parts.append(note)
     text = "".join(parts)
-    if len(text) <= limit:
-        return text
-    # Keep the end: the innermost frames and the exception line are what a reader needs.
+    return text if len(text) <= limit else truncate_traceback(text, limit)
+
+
+def truncate_traceback(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, keeping the end: the innermost frames and the
+    exception's line are what a reader needs."""
     return TRUNCATED + text[-(limit - len(TRUNCATED)) :]
 
 

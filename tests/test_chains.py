@@ -3,6 +3,9 @@ chain and never mixed up between chains that differ in a type, a message, a plac
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flask_tickstock_monitor import categories, fingerprint, tracebacks
 from flask_tickstock_monitor.chains import ChainMemo, make_facts
 
@@ -58,12 +61,35 @@ def test_chains_that_differ_anywhere_get_their_own_facts():
     other_place = caught(divide, 0)
     never_raised = ((ZeroDivisionError, "made", (), ""),)
     seen = [memo.facts(data) for data in (base, other_message, other_place, never_raised)]
-    assert len(memo) == 4
+    # a message is not a place: the first two share an entry, each with its own text
+    assert len(memo) == 3
     assert seen[0].traceback != seen[1].traceback and "'y'" in seen[1].traceback
     assert seen[2].error_type == "ZeroDivisionError" and "divide" in seen[2].traceback
     assert seen[3].traceback is None and seen[3].described == "ZeroDivisionError: made"
     for data, facts in zip((base, other_message, other_place, never_raised), seen, strict=True):
         assert facts == make_facts(data, 32_768)
+
+
+def test_a_message_that_varies_reuses_the_chain_and_each_event_gets_its_own():
+    memo = ChainMemo(32_768)
+    datas = [caught(load, f"order-{n}") for n in range(50)]
+    seen = [memo.facts(data) for data in datas]
+    assert len(memo) == 1  # one chain: not 50 entries, each made from scratch
+    for n, (data, facts) in enumerate(zip(datas, seen, strict=True)):
+        assert facts == make_facts(data, 32_768)
+        assert f"'order-{n}'" in facts.traceback
+    assert len({facts.fingerprint for facts in seen}) == 1  # where, not what: one group
+    assert memo.facts(caught(load, "order-49")) is seen[-1]  # the last one again: reused
+    # after another message, an earlier one again is joined anew, not taken from the last
+    assert memo.facts(datas[3]) == seen[3] and memo.facts(datas[3]) is not seen[3]
+
+
+def test_a_never_raised_exception_is_fingerprinted_by_its_message():
+    memo = ChainMemo(32_768)
+    one = memo.facts(((ValueError, "disk full", (), ""),))
+    other = memo.facts(((ValueError, "quota exceeded", (), ""),))
+    assert one.fingerprint != other.fingerprint and len(memo) == 2
+    assert one == make_facts(((ValueError, "disk full", (), ""),), 32_768)
 
 
 def test_the_same_function_at_another_line_is_another_chain():
@@ -88,3 +114,27 @@ def test_the_memo_is_bounded():
     for n in range(10):
         memo.facts(((ValueError, f"message {n}", (), ""),))
         assert len(memo) <= 3
+
+
+def fail_with(message):
+    raise RuntimeError(message) if message is not None else RuntimeError()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    messages=st.lists(st.one_of(st.none(), st.text(max_size=40)), min_size=1, max_size=6),
+    limit=st.integers(min_value=len(tracebacks.TRUNCATED) + 1, max_value=2_000),
+    chained=st.booleans(),
+)
+def test_whatever_the_messages_and_limit_the_facts_are_those_made_from_scratch(
+    messages, limit, chained
+):
+    """One memo, events of the same chain in turn with messages of their own (empty too),
+    alone or chained: each gets exactly the facts made from scratch, never a neighbour's."""
+    memo = ChainMemo(limit)
+    for message in messages:
+        data = caught(fail_with, message)
+        if chained:
+            data = ((KeyError, "cause", data[0][2], tracebacks._CAUSE), *data)
+        assert memo.facts(data) == make_facts(data, limit)
+    assert len(memo) == 1

@@ -355,17 +355,6 @@ def test_the_code_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(_frames._codes) <= 8
 
 
-def test_the_chain_cache_is_bounded_and_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fingerprint, "MAX_CHAINS", 4)
-    for first_line in range(1, 30):
-        data = caught(compiled(SHIFTED, "chains.py", first_line)["load"], "x")
-        assert exception_fingerprint(data) == fingerprint._chain_fingerprint(data)
-        assert exception_fingerprint(data) == exception_fingerprint(data)  # from the cache
-        assert len(fingerprint._chains) <= 4
-    with_cause = caught(wrap, True)
-    assert exception_fingerprint(with_cause) == fingerprint._chain_fingerprint(with_cause)
-
-
 def test_the_type_is_named_by_module_and_qualified_name() -> None:
     class Local(Exception):
         pass
