@@ -10,7 +10,8 @@ written to /dev/null), under threads and under eventlet's monkey-patching. Two c
   its items are let go), bare and monitored;
 - ``publisher``: the publisher's work for one event, the same events published in batches of
   ``BATCH`` to a redis-server of this bench's own (real sends, replies read), slices not
-  yielded (under valgrind the clock runs ~50x slow: the slicer would yield every few events).
+  yielded (under valgrind the clock runs ~50x slow: the slicer would yield every few events);
+  ``publisher-varied`` the same with a message of its own in each event (an id in it).
 
 Each figure is the difference of two runs that differ only in how many requests (events) they
 make, divided by that difference; ``PYTHONHASHSEED=0`` makes a run repeat to the instruction.
@@ -73,7 +74,8 @@ def _call(app: Any, environ: dict[str, Any]) -> None:
 
 
 def child(what: str, count: int) -> None:
-    """``what``: ``request-bare``, ``request-monitored`` or ``publisher``."""
+    """``what``: ``request-bare``, ``request-monitored``, ``publisher`` or
+    ``publisher-varied`` (each event's message its own, as when an id is in it)."""
     from werkzeug.test import EnvironBuilder
 
     redis_url = os.environ.get("REALPATH_REDIS_URL", "redis://127.0.0.1:9/0")
@@ -81,15 +83,23 @@ def child(what: str, count: int) -> None:
     environ = EnvironBuilder(path="/fail").get_environ()
     for _ in range(50):  # warm-up: imports, caches, the first connection
         _call(app, environ)
-    if what == "publisher":
+    if what.startswith("publisher"):
         from flask_tickstock_monitor import events
 
         queue = publisher._queue
         item = queue.pop()
         queue.clear()
+        ((kind, message, frames, note),) = item[1]
+        made = 0
         for n in (BATCH * 4, count):  # a warm-up round, then the counted one
             for _ in range(0, n, BATCH):
-                queue.extend((events.id_number(), *item[1:]) for _ in range(BATCH))
+                if what == "publisher-varied":  # each error with a message of its own
+                    for _ in range(BATCH):
+                        made += 1
+                        chain = ((kind, f"{message} {made}", frames, note),)
+                        queue.append((events.id_number(), chain, *item[2:]))
+                else:
+                    queue.extend((events.id_number(), *item[1:]) for _ in range(BATCH))
                 publisher._publish_batch()
         assert not publisher.dropped, publisher.stats()
     else:
@@ -122,7 +132,7 @@ def count(what: str, n: int, eventlet: bool, redis_url: str) -> int:
 def run() -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         return {"skipped": "valgrind is not installed (Debian package valgrind)"}
-    whats = ("request-bare", "request-monitored", "publisher")
+    whats = ("request-bare", "request-monitored", "publisher", "publisher-varied")
     jobs = [(w, n, ev) for ev in (False, True) for w in whats for n in (FEW, MANY)]
     with redis_server() as server, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         counts = list(pool.map(lambda job: count(*job, server.url), jobs))
@@ -149,7 +159,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 f"{(bare + total) / bare:.3f}x (+{total:,.0f})",
                 "-",
                 f"bare {bare:,.0f}; request thread +{request - bare:,.0f};"
-                f" publisher {publisher:,.0f} an event in batches of {BATCH}",
+                f" publisher {publisher:,.0f} an event in batches of {BATCH}"
+                f" ({per['publisher-varied']:,.0f} when each message is its own)",
             ]
         )
     return out
