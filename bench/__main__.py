@@ -22,12 +22,13 @@ PARTS = {
     "storm": "storm",
     "instructions": "instructions",
     "realpath": "realpath",
+    "serverpath": "serverpath",
     "metrics": "metrics_scrape",
     "dashboard": "dashboard_view",
     "realserver": "realserver",
 }
 #: run only when asked for (``--only``): minutes under valgrind; 200 instances scraped or viewed
-OPT_IN = {"instructions", "realpath", "metrics", "dashboard"}
+OPT_IN = {"instructions", "realpath", "serverpath", "metrics", "dashboard"}
 
 
 def load(part: str) -> Any:

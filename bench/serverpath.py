@@ -1,0 +1,160 @@
+"""Instructions a whole real server spends on an erroring request, bare and monitored: the
+realserver bench's eventlet server (monkey-patched, ``eventlet.wsgi.server``) run under
+``valgrind --tool=callgrind`` and driven over keep-alive connections by ``ab -k -c 8``.
+
+Where ``bench.realpath`` counts the request thread and the publisher apart, in one process
+with no server, this counts everything the server process does for its requests: the WSGI
+server, eventlet's hub, the request, and the monitor's publisher, health and relay green
+threads (Redis up, throttling off: every error published). Under valgrind the clock runs some
+50x slow, so the publisher sends smaller batches than at full speed: its share here is an
+upper bound. Each figure is the difference of two runs, ``FEW`` and ``MANY`` requests, over
+the difference; ``PYTHONHASHSEED=0``. With callgrind's cache and branch simulation on
+(``BENCH_SERVERPATH_SIMULATE=1``) the rows also give the simulated cache misses and
+mispredicted branches, which the wall clock pays on top of the instructions.
+
+``python -m bench --only serverpath`` (about 3 minutes); needs valgrind and ``ab`` (Debian
+packages ``valgrind`` and ``apache2-utils``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .common import redis_server
+from .realserver import EVENTLET, ROOT
+
+FEW, MANY = 300, 1_300
+SIMULATE = os.environ.get("BENCH_SERVERPATH_SIMULATE") == "1"
+#: callgrind's event names -> what the rows call them (with the simulation on)
+SIMULATED = {
+    "I1mr": "instruction-cache misses",
+    "D1mr": "data-cache read misses",
+    "Bcm": "mispredicted conditional branches",
+    "Bim": "mispredicted indirect branches",
+}
+
+
+def _events(path: str) -> dict[str, int]:
+    names: list[str] = []
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            elif line.startswith("summary:"):
+                return dict(zip(names, map(int, line.split()[1:]), strict=True))
+    raise RuntimeError(f"no summary in callgrind's output {path}")
+
+
+def count(monitored: bool, requests: int, redis_url: str) -> tuple[dict[str, int], int]:
+    """Callgrind's totals for a server that served ``requests`` erroring requests (after 100
+    of warm-up), and how many it served."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore", "PYTHONHASHSEED": "0"}
+    for key in ("RS_REDIS_URL", "RS_THROTTLE", "RS_MONITOR_PATH"):
+        env.pop(key, None)
+    if monitored:
+        env.update(RS_REDIS_URL=redis_url, RS_THROTTLE="off")
+    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if SIMULATE else []
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "callgrind.out")
+        server = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", *simulate, f"--callgrind-out-file={out}"]
+            + [sys.executable, "-c", EVENTLET],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert server.stdout is not None
+            base = f"http://127.0.0.1:{int(server.stdout.readline())}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/ok", timeout=30):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            _ab(base, 100)  # warm-up: imports, the first connection, the first errors
+            served = _ab(base, requests)
+            time.sleep(3)  # the publisher's last batches
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)  # callgrind writes its totals on the way
+            server.wait(60)
+            if server.stdout is not None:
+                server.stdout.close()
+        return _events(out), served
+
+
+def _ab(base: str, requests: int) -> int:
+    out = subprocess.run(
+        ["ab", "-k", "-c", "8", "-n", str(requests), base + "/fail"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    ).stdout
+    served = re.search(r"Complete requests:\s+(\d+)", out)
+    if served is None:
+        raise RuntimeError(f"could not read ab's output:\n{out}")
+    return int(served.group(1))
+
+
+def run() -> dict[str, Any]:
+    missing = [tool for tool in ("valgrind", "ab") if shutil.which(tool) is None]
+    if missing:
+        return {"skipped": f"not installed: {', '.join(missing)} (valgrind, apache2-utils)"}
+    jobs = [(monitored, n) for monitored in (False, True) for n in (FEW, MANY)]
+    with redis_server() as redis, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        counted = list(pool.map(lambda job: count(*job, redis.url), jobs))
+    results: dict[str, Any] = {"simulated": SIMULATE}
+    for monitored in (False, True):
+        (few, served_few), (many, served_many) = (
+            counted[jobs.index((monitored, FEW))],
+            counted[jobs.index((monitored, MANY))],
+        )
+        results["monitored" if monitored else "bare"] = {
+            event: (many[event] - few[event]) / (served_many - served_few) for event in many
+        }
+    return results
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    if "skipped" in results:
+        return [["instructions per request, whole eventlet server", results["skipped"], "-", "-"]]
+    bare, monitored = results["bare"], results["monitored"]
+    out = [
+        [
+            "instructions per erroring request, the whole eventlet server under callgrind"
+            " (ab -k -c 8): monitored (throttling off: every error published) / bare",
+            f"{monitored['Ir'] / bare['Ir']:.3f}x (+{monitored['Ir'] - bare['Ir']:,.0f})",
+            "-",
+            f"bare {bare['Ir']:,.0f}",
+        ]
+    ]
+    for event, name in SIMULATED.items():
+        if event in bare:
+            out.append(
+                [
+                    f"simulated {name} a request, whole eventlet server: monitored / bare",
+                    f"{monitored[event] / bare[event]:.3f}x",
+                    "-",
+                    f"bare {bare[event]:,.0f}, monitored {monitored[event]:,.0f}",
+                ]
+            )
+    return out
