@@ -108,10 +108,20 @@ def serve_eventlet() -> None:
 class Server:
     """One server process (and its children: gunicorn's worker) in a session of its own."""
 
-    def __init__(self, kind: str, variant: str, redis_url: str):
+    def __init__(
+        self,
+        kind: str,
+        variant: str,
+        redis_url: str,
+        *,
+        wrapper: tuple[str, ...] = (),
+        environ: dict[str, str] | None = None,
+    ):
+        """``wrapper``: a command the server runs under (valgrind, say); ``environ``: more
+        environment for it."""
         monitored, throttle = VARIANTS[variant]
         self.kind = kind
-        env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"}
+        env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore", **(environ or {})}
         for key in ("RS_REDIS_URL", "RS_MONITOR_PATH"):
             env.pop(key, None)
         if monitored:
@@ -129,7 +139,7 @@ class Server:
             cmd += ["-b", f"127.0.0.1:{port}", "--log-level", "error"]
             cmd += ["bench.realserver:create_app()"]
         self.proc = subprocess.Popen(
-            cmd,
+            [*wrapper, *cmd],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -176,11 +186,11 @@ class Server:
                 total += times.user + times.system
         return total
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(10)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -18,21 +18,17 @@ packages ``valgrind`` and ``apache2-utils``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .common import redis_server
-from .realserver import EVENTLET, ROOT
+from .realserver import Server
 
 FEW, MANY = 300, 1_300
 SIMULATE = os.environ.get("BENCH_SERVERPATH_SIMULATE") == "1"
@@ -59,45 +55,23 @@ def _events(path: str) -> dict[str, int]:
 def count(monitored: bool, requests: int, redis_url: str) -> tuple[dict[str, int], int]:
     """Callgrind's totals for a server that served ``requests`` erroring requests (after 100
     of warm-up), and how many it served."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore", "PYTHONHASHSEED": "0"}
-    for key in ("RS_REDIS_URL", "RS_THROTTLE", "RS_MONITOR_PATH"):
-        env.pop(key, None)
-    if monitored:
-        env.update(RS_REDIS_URL=redis_url, RS_THROTTLE="off")
-    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if SIMULATE else []
+    simulate = ("--cache-sim=yes", "--branch-sim=yes") if SIMULATE else ()
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "callgrind.out")
-        server = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", *simulate, f"--callgrind-out-file={out}"]
-            + [sys.executable, "-c", EVENTLET],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
+        server = Server(
+            "eventlet",
+            "off" if monitored else "bare",
+            redis_url,
+            wrapper=("valgrind", "--tool=callgrind", *simulate, f"--callgrind-out-file={out}"),
+            environ={"PYTHONHASHSEED": "0"},
         )
         try:
-            assert server.stdout is not None
-            base = f"http://127.0.0.1:{int(server.stdout.readline())}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(base + "/ok", timeout=30):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            _ab(base, 100)  # warm-up: imports, the first connection, the first errors
-            served = _ab(base, requests)
+            server.wait_ready(timeout=120)
+            _ab(server.base, 100)  # warm-up: imports, the first connection, the first errors
+            served = _ab(server.base, requests)
             time.sleep(3)  # the publisher's last batches
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)  # callgrind writes its totals on the way
-            server.wait(60)
-            if server.stdout is not None:
-                server.stdout.close()
+            server.stop(timeout=60)  # callgrind writes its totals on the way out
         return _events(out), served
 
 
