@@ -14,13 +14,17 @@ written to /dev/null), under threads and under eventlet's monkey-patching. Two c
   ``publisher-varied`` the same with a message of its own in each event (an id in it).
 
 Each figure is the difference of two runs that differ only in how many requests (events) they
-make, divided by that difference; ``PYTHONHASHSEED=0`` makes a run repeat to the instruction.
+make, divided by that difference; ``PYTHONHASHSEED=0``. The heap alive after the warm-up is
+frozen (``gc.freeze``), so the counted requests pay for collecting what they make, not for
+walking the startup heap whenever a full collection happens to fall in one run and not the
+other (that moved the threads figures by ~50k).
 ``python -m bench --only realpath`` (about 3 minutes); ``python -m bench.realpath WHAT N`` is
 what each counted run executes.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -83,6 +87,11 @@ def child(what: str, count: int) -> None:
     environ = EnvironBuilder(path="/fail").get_environ()
     for _ in range(50):  # warm-up: imports, caches, the first connection
         _call(app, environ)
+    # What is alive now (modules, the app, the monitor) is left out of later collections: a
+    # full collection walks it all (~20M instructions, 50k a request of the 400 counted), and
+    # whether one falls in the run of FEW or of MANY requests swung a figure by that much.
+    gc.collect()
+    gc.freeze()
     if what.startswith("publisher"):
         from flask_tickstock_monitor import events
 

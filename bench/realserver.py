@@ -83,6 +83,11 @@ def create_app() -> Any:
         TickStockMonitor(app)
     if PROBE is not None:
         app.add_url_rule("/probe", "probe", lambda: PROBE.take())
+    if os.environ.get("RS_GC_FREEZE"):  # bench.serverpath: see there
+        import gc
+
+        gc.collect()
+        gc.freeze()
     return app
 
 

@@ -8,7 +8,9 @@ server, eventlet's hub, the request, and the monitor's publisher, health and rel
 threads (Redis up, throttling off: every error published). Under valgrind the clock runs some
 50x slow, so the publisher sends smaller batches than at full speed: its share here is an
 upper bound. Each figure is the difference of two runs, ``FEW`` and ``MANY`` requests, over
-the difference; ``PYTHONHASHSEED=0``. With callgrind's cache and branch simulation on
+the difference; ``PYTHONHASHSEED=0``, and the heap the app starts with frozen (``gc.freeze``:
+a full collection walks it all, and whether one falls in the run of ``FEW`` requests or of
+``MANY`` would swing a figure by ~20k). With callgrind's cache and branch simulation on
 (``BENCH_SERVERPATH_SIMULATE=1``) the rows also give the simulated cache misses and
 mispredicted branches, which the wall clock pays on top of the instructions.
 
@@ -63,7 +65,7 @@ def count(monitored: bool, requests: int, redis_url: str) -> tuple[dict[str, int
             "off" if monitored else "bare",
             redis_url,
             wrapper=("valgrind", "--tool=callgrind", *simulate, f"--callgrind-out-file={out}"),
-            environ={"PYTHONHASHSEED": "0"},
+            environ={"PYTHONHASHSEED": "0", "RS_GC_FREEZE": "1"},
         )
         try:
             server.wait_ready(timeout=120)
