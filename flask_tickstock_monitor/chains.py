@@ -18,7 +18,7 @@ from . import categories, fingerprint
 from .tracebacks import (
     ExceptionData,
     Pieces,
-    format_traceback,
+    exception_text,
     join_traceback,
     traceback_pieces,
     truncate_traceback,
@@ -77,7 +77,7 @@ class ChainMemo:
         if entry.head is None:  # newest never raised: no traceback
             traceback = None
         elif entry.pieces is None:  # one exception: its text is the head and the message
-            traceback = f"{entry.head}: {message}\n" if message else f"{entry.head}\n"
+            traceback = exception_text(entry.head, message)
             if len(traceback) > self.traceback_limit:
                 traceback = truncate_traceback(traceback, self.traceback_limit)
         else:
@@ -130,16 +130,3 @@ class _Entry:
         self.category = categories.for_types([info[0] for info in reversed(exc_data)])
         self.messages: str | tuple[str, ...] | None = None
         self.facts: ChainFacts | None = None
-
-
-def make_facts(exc_data: ExceptionData, traceback_limit: int) -> ChainFacts:
-    """The facts made from scratch (what the memo must give)."""
-    kind, message, frames, _note = exc_data[-1]
-    error_type = kind.__name__
-    return ChainFacts(
-        error_type,
-        f"{error_type}: {message}",
-        format_traceback(exc_data, traceback_limit) if frames else None,
-        fingerprint.exception_fingerprint(exc_data),
-        categories.for_types([info[0] for info in reversed(exc_data)]),
-    )

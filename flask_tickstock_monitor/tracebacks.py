@@ -107,12 +107,17 @@ def join_traceback(pieces: Pieces, data: ExceptionData, limit: int) -> str:
     """The traceback text of ``data`` from its :func:`traceback_pieces` and its messages."""
     parts: list[str] = []
     for (head, type_name, note), info in zip(pieces, data, strict=True):
-        message = info[1]
-        parts.append(f"{head}{type_name}: {message}\n" if message else f"{head}{type_name}\n")
+        parts.append(exception_text(head + type_name, info[1]))
         if note:
             parts.append(note)
     text = "".join(parts)
     return text if len(text) <= limit else truncate_traceback(text, limit)
+
+
+def exception_text(before: str, message: str) -> str:
+    """An exception's part of a traceback: ``before`` (its frames and type name), then its
+    message, if it has one, as the standard traceback writes it."""
+    return f"{before}: {message}\n" if message else f"{before}\n"
 
 
 def truncate_traceback(text: str, limit: int) -> str:

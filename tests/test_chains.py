@@ -7,7 +7,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flask_tickstock_monitor import categories, fingerprint, tracebacks
-from flask_tickstock_monitor.chains import ChainMemo, make_facts
+from flask_tickstock_monitor.chains import ChainFacts, ChainMemo
+
+
+def make_facts(exc_data, traceback_limit):
+    """The facts made from scratch: what the memo must give."""
+    kind, message, frames, _note = exc_data[-1]
+    error_type = kind.__name__
+    return ChainFacts(
+        error_type,
+        f"{error_type}: {message}",
+        tracebacks.format_traceback(exc_data, traceback_limit) if frames else None,
+        fingerprint.exception_fingerprint(exc_data),
+        categories.for_types([info[0] for info in reversed(exc_data)]),
+    )
 
 
 def parse(raw):
