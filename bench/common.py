@@ -63,10 +63,19 @@ class NoThread:
         pass
 
 
-def callgrind_total(path: str) -> int:
-    """The instructions callgrind counted in the output file ``path`` (its ``summary:``)."""
+def callgrind_events(path: str) -> dict[str, int]:
+    """What callgrind counted in the output file ``path``, by event (``Ir``: instructions;
+    with its simulations on, cache misses and mispredicted branches too)."""
+    names: list[str] = []
     with open(path) as fh:
         for line in fh:
-            if line.startswith("summary:"):
-                return int(line.split()[1])
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            elif line.startswith("summary:"):
+                return dict(zip(names, map(int, line.split()[1:]), strict=True))
     raise RuntimeError(f"no summary in callgrind's output {path}")
+
+
+def callgrind_total(path: str) -> int:
+    """The instructions callgrind counted in the output file ``path``."""
+    return callgrind_events(path)["Ir"]

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .common import redis_server
+from .common import callgrind_events, redis_server
 from .realserver import Server
 
 FEW, MANY = 300, 1_300
@@ -41,17 +41,6 @@ SIMULATED = {
     "Bcm": "mispredicted conditional branches",
     "Bim": "mispredicted indirect branches",
 }
-
-
-def _events(path: str) -> dict[str, int]:
-    names: list[str] = []
-    with open(path) as fh:
-        for line in fh:
-            if line.startswith("events:"):
-                names = line.split()[1:]
-            elif line.startswith("summary:"):
-                return dict(zip(names, map(int, line.split()[1:]), strict=True))
-    raise RuntimeError(f"no summary in callgrind's output {path}")
 
 
 def count(monitored: bool, requests: int, redis_url: str) -> tuple[dict[str, int], int]:
@@ -74,7 +63,7 @@ def count(monitored: bool, requests: int, redis_url: str) -> tuple[dict[str, int
             time.sleep(3)  # the publisher's last batches
         finally:
             server.stop(timeout=60)  # callgrind writes its totals on the way out
-        return _events(out), served
+        return callgrind_events(out), served
 
 
 def _ab(base: str, requests: int) -> int:
